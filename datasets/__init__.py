@@ -1,0 +1,1 @@
+"""Dataset converters, the prepared-format reader, targets and augmentations."""

@@ -1,0 +1,1 @@
+"""CNN backbones, decoders, losses and the cost model."""

@@ -1,0 +1,1 @@
+"""Built-in YAML recipes, resolvable by name (``--recipe synthetic-tiny``)."""

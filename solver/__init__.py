@@ -1,0 +1,1 @@
+"""Asymmetric multiway cut (AMWC) solvers on pixel grids."""

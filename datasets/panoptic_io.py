@@ -1,0 +1,95 @@
+"""COCO panoptic primitives: RGB <-> id encoding, PNG/JSON reading and atomic writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cops.errors import DatasetError
+
+VOID_ID = 0
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Encode segment ids [H, W] as an RGB image [H, W, 3] (id = R + 256·G + 256²·B)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rgb = np.empty((*ids.shape, 3), dtype=np.uint8)
+    rgb[..., 0] = ids % 256
+    rgb[..., 1] = (ids // 256) % 256
+    rgb[..., 2] = (ids // 65536) % 256
+    return rgb
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """Decode an RGB panoptic image [H, W, 3] into segment ids [H, W] (int64)."""
+    rgb = np.asarray(rgb).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically, so a reader never sees a half-written file."""
+    _atomic_write_bytes(Path(path), json.dumps(obj).encode("utf-8"))
+
+
+def write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:
+    """Encode an image (RGB unless `rgb=False`) by the path's extension; write atomically."""
+    path = Path(path)
+    array = image[..., ::-1] if (rgb and image.ndim == 3) else image
+    ok, buf = cv2.imencode(path.suffix, np.ascontiguousarray(array))
+    if not ok:
+        raise DatasetError(f"{path}: could not encode image as {path.suffix}")
+    _atomic_write_bytes(path, buf.tobytes())
+
+
+def write_panoptic_png(path: Path, ids: np.ndarray) -> None:
+    """Write segment ids as a COCO panoptic RGB PNG, atomically."""
+    write_image(Path(path), id2rgb(ids))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image as RGB uint8 [H, W, 3]; a clear error names unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file not found")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return image[..., ::-1].copy()
+
+
+def read_panoptic_png(path: Path) -> np.ndarray:
+    """Read a COCO panoptic PNG into segment ids [H, W] (int64)."""
+    return rgb2id(read_image(path))
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file; missing or malformed files raise a DatasetError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc

@@ -1,0 +1,132 @@
+"""The shared conversion driver: every converter turns source items into prepared-format files.
+
+Prepared format (DESIGN §3) under OUT:
+``images/{split}/<name>``, ``panoptic/{split}/<name>.png`` and ``panoptic_{split}.json``.
+The JSON is removed at the start and written last, atomically, so an interrupted run never leaves
+a split that looks complete.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cops.datasets.panoptic_io import atomic_write_json
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Category:
+    """One panoptic category as written into the prepared JSON."""
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int]
+    supercategory: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """COCO panoptic category entry."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "supercategory": self.supercategory or self.name,
+            "isthing": int(self.isthing),
+            "color": list(self.color),
+        }
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    """Where one split of a prepared dataset lives."""
+
+    root: Path
+    split: str
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images" / self.split
+
+    @property
+    def panoptic(self) -> Path:
+        return self.root / "panoptic" / self.split
+
+    @property
+    def json(self) -> Path:
+        return self.root / f"panoptic_{self.split}.json"
+
+
+@dataclass
+class ConvertedImage:
+    """What one conversion job returns: the COCO image entry and its panoptic annotation."""
+
+    image: dict[str, Any]
+    annotation: dict[str, Any]
+
+
+@dataclass
+class SplitSummary:
+    """Counts shown to the user after a split is converted."""
+
+    split: str
+    images: int = 0
+    segments: Counter = field(default_factory=Counter)
+    crowd: int = 0
+
+
+def _run_jobs(
+    fn: Callable[[T], ConvertedImage], tasks: Sequence[T], workers: int
+) -> Iterable[ConvertedImage]:
+    """Yield results in task order, in `workers` processes (inline when workers <= 1)."""
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    chunk = max(1, min(16, len(tasks) // (workers * 4)))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(fn, tasks, chunksize=chunk)
+
+
+def convert_split(
+    paths: SplitPaths,
+    tasks: Sequence[T],
+    convert_one: Callable[[T], ConvertedImage],
+    categories: Sequence[Category],
+    workers: int = 1,
+    progress: Callable[[int], None] | None = None,
+    info: dict[str, Any] | None = None,
+) -> SplitSummary:
+    """Run `convert_one` over `tasks` (picklable callable), then write the split's JSON last.
+
+    `convert_one` writes the image and panoptic PNG under `paths` and returns their entries.
+    `progress(n)` is called after each finished item with the number of items done.
+    """
+    paths.json.unlink(missing_ok=True)
+    paths.images.mkdir(parents=True, exist_ok=True)
+    paths.panoptic.mkdir(parents=True, exist_ok=True)
+    names = {c.id: c.name for c in categories}
+    summary = SplitSummary(split=paths.split)
+    images, annotations = [], []
+    for done, result in enumerate(_run_jobs(convert_one, tasks, workers), start=1):
+        images.append(result.image)
+        annotations.append(result.annotation)
+        summary.images += 1
+        for seg in result.annotation["segments_info"]:
+            summary.segments[names[seg["category_id"]]] += 1
+            summary.crowd += int(seg.get("iscrowd", 0))
+        if progress is not None:
+            progress(done)
+    atomic_write_json(
+        paths.json,
+        {
+            "info": info or {"description": f"COPS prepared dataset, split {paths.split}"},
+            "images": images,
+            "annotations": annotations,
+            "categories": [c.to_json() for c in categories],
+        },
+    )
+    return summary

@@ -19,6 +19,9 @@ from cops.datasets.panoptic_io import atomic_write_json
 
 T = TypeVar("T")
 
+ProgressFn = Callable[[str, int, int], None]
+"""Progress callback ``progress(split, done, total)``, first called with done=0."""
+
 
 @dataclass(frozen=True)
 class Category:
@@ -97,19 +100,21 @@ def convert_split(
     convert_one: Callable[[T], ConvertedImage],
     categories: Sequence[Category],
     workers: int = 1,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressFn | None = None,
     info: dict[str, Any] | None = None,
 ) -> SplitSummary:
     """Run `convert_one` over `tasks` (picklable callable), then write the split's JSON last.
 
     `convert_one` writes the image and panoptic PNG under `paths` and returns their entries.
-    `progress(n)` is called after each finished item with the number of items done.
+    `progress(split, done, total)` is called once before the first item and after each item.
     """
     paths.json.unlink(missing_ok=True)
     paths.images.mkdir(parents=True, exist_ok=True)
     paths.panoptic.mkdir(parents=True, exist_ok=True)
     names = {c.id: c.name for c in categories}
     summary = SplitSummary(split=paths.split)
+    if progress is not None:
+        progress(paths.split, 0, len(tasks))
     images, annotations = [], []
     for done, result in enumerate(_run_jobs(convert_one, tasks, workers), start=1):
         images.append(result.image)
@@ -119,7 +124,7 @@ def convert_split(
             summary.segments[names[seg["category_id"]]] += 1
             summary.crowd += int(seg.get("iscrowd", 0))
         if progress is not None:
-            progress(done)
+            progress(paths.split, done, len(tasks))
     atomic_write_json(
         paths.json,
         {

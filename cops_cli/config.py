@@ -1,0 +1,384 @@
+"""Recipe schema and loader: typed YAML recipes with `_base_` inheritance and `--set` overrides.
+
+A recipe is one YAML file whose top-level sections mirror the dataclasses below. Every key has
+a type and a default, so a recipe only states what differs. Built-in recipes ship in the
+`cops.recipes` package and resolve by name (``synthetic-tiny``); anything else is a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cops.errors import RecipeError
+
+BASE_KEY = "_base_"
+
+
+@dataclass
+class SyntheticConfig:
+    """How the embedded synthetic dataset is generated when it is missing."""
+
+    preset: Literal["tiny", "default"] = "default"
+    num_train: int | None = None
+    num_val: int | None = None
+    height: int | None = None
+    width: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Where the prepared dataset lives and how training crops are drawn."""
+
+    dataset: Literal["synthetic", "cityscapes", "coco"] = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [256, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    num_workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, decoders and the stride-4 edge distances of the AMWC grid graph."""
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    output_stride: Literal[8, 16] = 16
+    pretrained: bool = True
+    backbone_weights: str | None = None
+    edge_distances: list[int] = field(default_factory=lambda: [1, 4, 16, 32, 64])
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
+    decoder_channels: int = 256
+    sync_bn: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Per-pixel pretraining losses and the per-pixel weights built into the targets."""
+
+    semantic_weight: float = 1.0
+    semantic_top_k: float = 0.2
+    boundary_weight: float = 0.25
+    boundary_top_k: float = 0.25
+    thing_weight: float = 4.0
+    small_instance_area: int = 4096
+    small_instance_weight: float = 3.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the pretraining phase."""
+
+    iterations: int = 50000
+    batch_size: int = 12
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup_iters: int = 500
+    poly_power: float = 0.9
+    grad_accum: int = 1
+    amp: bool = True
+    compile: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    val_every: int = 1000
+
+
+@dataclass
+class SolverConfig:
+    """AMWC solver backend and the perturbation used to differentiate through it."""
+
+    backend: Literal["auto", "cpu", "cuda"] = "auto"
+    lambda_min: float = 1.0
+    lambda_max: float = 5000.0
+    num_samples: int = 5
+
+
+@dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning on the smooth panoptic-quality loss (DESIGN §6)."""
+
+    iterations: int = 20000
+    batch_size: int = 24
+    lr: float = 1e-3
+    warmup_iters: int = 500
+    pq_weight: float = 10.0
+    pixel_loss_weight: float = 0.0
+    beta: float = 4.0
+    freeze_bn: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation split and post-processing of the solver's components."""
+
+    split: str = "val"
+    batch_size: int = 1
+    thing_min_area: int = 200
+    stuff_min_area: int = 2048
+    test_size: list[int] | None = None
+
+
+@dataclass
+class Recipe:
+    """A complete, typed recipe."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON/checkpoint friendly)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion of plain YAML data into the dataclasses above.
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, "null" if tp is type(None) else str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int -> float, dicts)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, key)
+            except RecipeError:
+                continue
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            (item,) = typing.get_args(tp)
+            return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise RecipeError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _unknown_key(key: str, name: str, known: Sequence[str]) -> RecipeError:
+    close = difflib.get_close_matches(name, known, n=1)
+    parent = key[: -len(name)]
+    hint = f"; did you mean '{parent}{close[0]}'?" if close else f"; known: {', '.join(known)}"
+    return RecipeError(f"unknown recipe key '{key}'{hint}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in hints:
+            raise _unknown_key(key, str(name), names)
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Validate a plain nested dict (e.g. from a checkpoint) into a `Recipe`."""
+    return _build(Recipe, data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: built-in names, paths, inheritance and overrides.
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    files = resources.files("cops.recipes").iterdir()
+    return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], Path | None]:
+    """Return (data, folder for relative `_base_` paths); built-ins are tried for bare names."""
+    path = Path(name_or_path).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    if path.is_file():
+        text, folder, label = path.read_text(encoding="utf-8"), path.parent, str(path)
+    else:
+        builtin = resources.files("cops.recipes") / f"{name_or_path}.yaml"
+        if not builtin.is_file():
+            close = difflib.get_close_matches(name_or_path, builtin_recipes(), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(
+                f"recipe '{name_or_path}' is neither a file nor a built-in recipe "
+                f"({', '.join(builtin_recipes())}){hint}"
+            )
+        text, folder, label = (
+            builtin.read_text(encoding="utf-8"),
+            None,
+            f"built-in '{name_or_path}'",
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{label}: invalid YAML ({exc})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{label}: a recipe must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data, folder
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `top` over `base` (mappings merge key by key; everything else replaces)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve(name_or_path: str, relative_to: Path | None, chain: tuple[str, ...]) -> dict[str, Any]:
+    if name_or_path in chain:
+        raise RecipeError(f"recipe inheritance loops: {' -> '.join((*chain, name_or_path))}")
+    data, folder = _read_yaml(name_or_path, relative_to)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(
+            f"{name_or_path}: {BASE_KEY} must be a recipe name/path or a list of them"
+        )
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = _merge(merged, _resolve(base, folder, (*chain, name_or_path)))
+    return _merge(merged, data)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML, typed later."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set '{override}': expected key=value, e.g. model.backbone=resnet18")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set '{override}': value is not valid YAML ({exc})") from exc
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set '{override}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
+    """Load a recipe by built-in name or path, apply `_base_` inheritance and `--set` overrides."""
+    data = _resolve(name_or_path, None, ())
+    for override in overrides:
+        _apply_override(data, override)
+    recipe = recipe_from_dict(data)
+    _check_values(recipe)
+    return recipe
+
+
+def _check_values(recipe: Recipe) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (
+            len(recipe.data.crop_size) == 2 and min(recipe.data.crop_size) > 0,
+            "data.crop_size",
+            "two positive integers [height, width]",
+        ),
+        (
+            len(recipe.data.scale_range) == 2
+            and 0 < recipe.data.scale_range[0] <= recipe.data.scale_range[1],
+            "data.scale_range",
+            "[min, max] with 0 < min <= max",
+        ),
+        (
+            len(recipe.model.edge_distances) > 0 and min(recipe.model.edge_distances) > 0,
+            "model.edge_distances",
+            "a non-empty list of positive integers",
+        ),
+        (0 < recipe.loss.semantic_top_k <= 1, "loss.semantic_top_k", "a fraction in (0, 1]"),
+        (0 < recipe.loss.boundary_top_k <= 1, "loss.boundary_top_k", "a fraction in (0, 1]"),
+        (recipe.train.iterations > 0, "train.iterations", "a positive integer"),
+        (recipe.train.batch_size > 0, "train.batch_size", "a positive integer"),
+        (recipe.train.lr > 0, "train.lr", "a positive number"),
+        (recipe.train.grad_accum > 0, "train.grad_accum", "a positive integer"),
+        (recipe.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer"),
+        (
+            0 < recipe.solver.lambda_min <= recipe.solver.lambda_max,
+            "solver.lambda_min/lambda_max",
+            "0 < lambda_min <= lambda_max",
+        ),
+        (recipe.solver.num_samples > 0, "solver.num_samples", "a positive integer"),
+        (recipe.finetune.iterations > 0, "finetune.iterations", "a positive integer"),
+        (recipe.finetune.batch_size > 0, "finetune.batch_size", "a positive integer"),
+        (recipe.data.num_workers >= 0, "data.num_workers", "a non-negative integer"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise RecipeError(f"{key}: expected {expected}")

@@ -152,7 +152,7 @@ class Recipe:
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""`python -m cops` runs the command-line interface."""
+
+from cops.app import main
+
+main()

@@ -1,0 +1,86 @@
+"""Terminal output shared by all commands: verbosity, rich progress bars and summary tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class Verbosity:
+    """Global output level set by `cops -v/--verbose` and `--quiet`."""
+
+    verbose: bool = False
+    quiet: bool = False
+
+
+state = Verbosity()
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Route `logging` through rich on stderr at the level the flags ask for."""
+    state.verbose, state.quiet = verbose, quiet
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=verbose, show_time=False)],
+        force=True,
+    )
+
+
+@contextmanager
+def split_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar with one task per split; yields a ``progress(split, done, total)``."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=state.quiet,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(split: str, done: int, total: int) -> None:
+        if split not in tasks:
+            tasks[split] = progress.add_task(split, total=total)
+        progress.update(tasks[split], completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+def print_table(table: Table) -> None:
+    """Print a table unless `--quiet`."""
+    if not state.quiet:
+        console.print(table)
+
+
+def counts_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    """A simple right-aligned numeric table with a first text column."""
+    table = Table(title=title)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table

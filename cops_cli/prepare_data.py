@@ -1,0 +1,169 @@
+"""`cops prepare-data`: convert a source dataset into the prepared COCO-panoptic layout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cops.console import console, counts_table, print_table, split_progress, state
+from cops.datasets.panoptic_io import atomic_write_json
+from cops.datasets.prepare import SplitSummary
+from cops.errors import CopsError
+
+app = typer.Typer(
+    help=(
+        "Convert a dataset into the prepared format (COCO panoptic PNG + JSON) that every "
+        "training and evaluation command reads."
+    ),
+    no_args_is_help=True,
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the prepared dataset.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", "-j", min=1, help="Worker processes [default: CPU count, max 8]."),
+]
+SplitsOpt = Annotated[
+    str, typer.Option("--splits", help="Comma-separated splits to convert, e.g. train,val.")
+]
+LinkOpt = Annotated[
+    str,
+    typer.Option("--link", help="How source images enter the output: copy, symlink or hardlink."),
+]
+
+
+def _workers(value: int | None) -> int:
+    return value if value is not None else max(1, min(8, os.cpu_count() or 1))
+
+
+def _splits(value: str) -> list[str]:
+    splits = [s.strip() for s in value.split(",") if s.strip()]
+    if not splits:
+        raise CopsError(f"--splits '{value}': expected comma-separated split names, e.g. train,val")
+    return splits
+
+
+def _check_link(value: str) -> str:
+    if value not in ("copy", "symlink", "hardlink"):
+        raise CopsError(f"--link '{value}': expected one of copy, symlink, hardlink")
+    return value
+
+
+def _run(out: Path, convert: Callable[..., list[SplitSummary]]) -> None:
+    """Run a converter with a progress bar, then print and save the per-split summary."""
+    with split_progress() as progress:
+        summaries = convert(progress=progress)
+    report_summary(out, summaries)
+
+
+def report_summary(out: Path, summaries: Sequence[SplitSummary]) -> None:
+    """Show images and segments per class for each split; save the same as summary.json."""
+    names = sorted({name for s in summaries for name in s.segments})
+    rows = [["images", *(s.images for s in summaries)]]
+    rows += [[name, *(s.segments.get(name, 0) for s in summaries)] for name in names]
+    rows.append(["(crowd segments)", *(s.crowd for s in summaries)])
+    print_table(counts_table(f"Prepared dataset {out}", ["", *(s.split for s in summaries)], rows))
+    atomic_write_json(
+        out / "summary.json",
+        {
+            s.split: {"images": s.images, "segments": dict(s.segments), "crowd": s.crowd}
+            for s in summaries
+        },
+    )
+    if not state.quiet:
+        console.print(f"Wrote {', '.join(f'panoptic_{s.split}.json' for s in summaries)} in {out}")
+
+
+@app.command("synthetic")
+def synthetic(
+    out: OutOpt = Path("data/synthetic"),
+    preset: Annotated[
+        str, typer.Option(help="Size preset: 'default' (256×512) or 'tiny' (for tests).")
+    ] = "default",
+    num_train: Annotated[
+        int | None, typer.Option(min=0, help="Training images [default: from the preset].")
+    ] = None,
+    num_val: Annotated[
+        int | None, typer.Option(min=0, help="Validation images [default: from the preset].")
+    ] = None,
+    height: Annotated[int | None, typer.Option(min=8, help="Image height [preset].")] = None,
+    width: Annotated[int | None, typer.Option(min=8, help="Image width [preset].")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
+    splits: SplitsOpt = "train,val",
+    workers: WorkersOpt = None,
+) -> None:
+    """Generate the embedded synthetic street-scene dataset (no download needed)."""
+    from cops.datasets.synthetic import prepare_synthetic
+
+    _run(
+        out,
+        lambda progress: prepare_synthetic(
+            out,
+            preset=preset,
+            num_train=num_train,
+            num_val=num_val,
+            seed=seed,
+            height=height,
+            width=width,
+            splits=_splits(splits),
+            workers=_workers(workers),
+            progress=progress,
+        ),
+    )
+
+
+@app.command("cityscapes")
+def cityscapes(
+    root: Annotated[Path, typer.Argument(help="Cityscapes root holding leftImg8bit/ and gtFine/.")],
+    out: OutOpt = Path("data/cityscapes"),
+    splits: SplitsOpt = "train,val",
+    workers: WorkersOpt = None,
+    link: LinkOpt = "copy",
+) -> None:
+    """Convert Cityscapes (19 evaluation classes) as the official createPanopticImgs does."""
+    from cops.datasets.cityscapes import prepare_cityscapes
+
+    _run(
+        out,
+        lambda progress: prepare_cityscapes(
+            root,
+            out,
+            splits=_splits(splits),
+            workers=_workers(workers),
+            progress=progress,
+            link=_check_link(link),
+        ),
+    )
+
+
+@app.command("coco")
+def coco(
+    root: Annotated[
+        Path,
+        typer.Argument(
+            help="COCO 2017 root (annotations/, train2017/, val2017/) or any COCO-panoptic dataset."
+        ),
+    ],
+    out: OutOpt = Path("data/coco"),
+    splits: SplitsOpt = "train,val",
+    workers: WorkersOpt = None,
+    link: LinkOpt = "symlink",
+) -> None:
+    """Validate and index a COCO-panoptic dataset (COCO 2017 or custom categories)."""
+    from cops.datasets.coco import prepare_coco
+
+    _run(
+        out,
+        lambda progress: prepare_coco(
+            root,
+            out,
+            splits=_splits(splits),
+            workers=_workers(workers),
+            progress=progress,
+            link=_check_link(link),
+        ),
+    )

@@ -1,0 +1,33 @@
+"""`cops recipes`: list the built-in recipes and show a fully resolved one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.syntax import Syntax
+
+from cops.config import builtin_recipes, load_recipe
+from cops.console import console
+
+app = typer.Typer(help="List built-in recipes or print a resolved recipe.", no_args_is_help=True)
+
+RecipeArg = Annotated[str, typer.Argument(help="Built-in recipe name or path to a YAML file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a key, e.g. --set model.backbone=resnet18 (repeatable)."),
+]
+
+
+@app.command("list")
+def list_recipes() -> None:
+    """Print the names of the built-in recipes."""
+    for name in builtin_recipes():
+        console.print(name)
+
+
+@app.command("show")
+def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Print a recipe with inheritance and overrides resolved, as YAML."""
+    resolved = load_recipe(recipe, set_ or [])
+    console.print(Syntax(resolved.to_yaml(), "yaml", background_color="default"))

@@ -14,6 +14,7 @@ import numpy as np
 from cops.errors import DatasetError
 
 VOID_ID = 0
+_DENSE_LIMIT = 1 << 20
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
@@ -93,3 +94,36 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def segment_stats(ids: np.ndarray) -> dict[int, tuple[int, list[int]]]:
+    """Area and COCO bbox [x, y, w, h] of every non-void id in a segment-id map [H, W].
+
+    No per-segment masks: ids below 2**20 are counted densely, others sorted once, so large maps
+    with many segments stay fast.
+    """
+    ids = np.asarray(ids)
+    height, width = ids.shape
+    if ids.size and ids.min() >= 0 and ids.max() < _DENSE_LIMIT:
+        counts = np.bincount(ids.ravel())
+        values = np.flatnonzero(counts)
+        lookup = np.zeros(counts.size, dtype=np.intp)
+        lookup[values] = np.arange(values.size)
+        inverse, areas = lookup[ids], counts[values]
+    else:
+        values, inverse = np.unique(ids, return_inverse=True)
+        inverse = inverse.reshape(height, width)
+        areas = np.bincount(inverse.ravel(), minlength=values.size)
+    in_col = np.zeros((values.size, width), dtype=bool)
+    in_col[inverse, np.arange(width)[None, :]] = True
+    in_row = np.zeros((values.size, height), dtype=bool)
+    in_row[inverse, np.arange(height)[:, None]] = True
+    x0 = in_col.argmax(axis=1)
+    x1 = width - 1 - in_col[:, ::-1].argmax(axis=1)
+    y0 = in_row.argmax(axis=1)
+    y1 = height - 1 - in_row[:, ::-1].argmax(axis=1)
+    return {
+        int(v): (int(a), [int(xa), int(ya), int(xb - xa + 1), int(yb - ya + 1)])
+        for v, a, xa, xb, ya, yb in zip(values, areas, x0, x1, y0, y1, strict=True)
+        if v != VOID_ID
+    }

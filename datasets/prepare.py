@@ -9,6 +9,8 @@ a split that looks complete.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cops.datasets.panoptic_io import atomic_write_json
+from cops.errors import CopsError, DatasetError
 
 T = TypeVar("T")
 
@@ -135,3 +138,32 @@ def convert_split(
         },
     )
     return summary
+
+
+LINK_MODES = ("copy", "symlink", "hardlink")
+
+
+def place_file(src: Path, dst: Path, link: str) -> None:
+    """Copy, symlink or hard-link `src` to `dst`, replacing `dst` atomically (re-runs overwrite).
+
+    Symlinks point at the absolute source path, so the prepared folder can be moved but not the
+    source; hard links need both on one filesystem.
+    """
+    if link not in LINK_MODES:
+        raise CopsError(f"link mode {link!r}: expected one of {', '.join(LINK_MODES)}")
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        if link == "copy":
+            shutil.copyfile(src, tmp)
+        elif link == "symlink":
+            os.symlink(src.resolve(), tmp)
+        else:
+            os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        hint = " (try link='copy')" if link != "copy" else ""
+        raise DatasetError(f"{src}: could not {link} to {dst}: {exc.strerror}{hint}") from exc

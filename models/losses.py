@@ -1,0 +1,123 @@
+"""Pretraining losses: hard-pixel-mined semantic cross-entropy and boundary (cut) BCE.
+
+Both average only the worst ``top_k`` fraction of the *valid* entries (weight > 0 and, for
+semantics, label ≠ ignore), so easy pixels do not dilute the signal. With ``top_k = 1`` they reduce
+to the plain weighted mean over valid entries: ``Σ w·ℓ / #valid``. No valid entry gives an exact 0
+that still carries a (zero) gradient, never NaN. Sorting instead of ``topk`` keeps the number of
+selected entries a tensor, so no host synchronisation is needed on the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from cops.config import LossConfig
+
+__all__ = ["PretrainLoss", "hard_boundary_bce", "hard_pixel_cross_entropy"]
+
+IGNORE_INDEX = 255
+
+
+def _check_fraction(top_k: float) -> None:
+    """Reject a top-k fraction outside (0, 1]."""
+    if not 0.0 < top_k <= 1.0:
+        raise ValueError(f"top_k must be in (0, 1], got {top_k}")
+
+
+def _top_k_mean(losses: Tensor, valid: Tensor, top_k: float) -> Tensor:
+    """Mean of the largest ``ceil(top_k · #valid)`` non-negative ``losses`` among ``valid`` ones."""
+    _check_fraction(top_k)
+    num_valid = valid.sum()
+    if top_k == 1.0:
+        return torch.where(valid, losses, 0.0).sum() / num_valid.clamp(min=1)
+    flat = torch.where(valid, losses, -1.0).flatten()  # invalid entries sort last
+    ordered = flat.sort(descending=True).values
+    k = torch.ceil(num_valid.double() * top_k - 1e-9).long()
+    ranks = torch.arange(ordered.numel(), device=ordered.device)
+    return torch.where(ranks < k, ordered, 0.0).sum() / k.clamp(min=1)
+
+
+def hard_pixel_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    weights: Tensor,
+    top_k: float = 0.2,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """Weighted per-pixel cross-entropy averaged over the worst ``top_k`` fraction of valid pixels.
+
+    ``logits [B, K, h, w]``, ``target [B, h, w]`` int64 (``ignore_index`` = void), ``weights
+    [B, h, w]``; pixels with weight ≤ 0 or the ignore label do not count. Computed in float32.
+    """
+    pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=ignore_index)
+    valid = (weights > 0) & (target != ignore_index)
+    return _top_k_mean(pixel * weights, valid, top_k)
+
+
+def hard_boundary_bce(
+    logits: Tensor, target: Tensor, weights: Tensor, top_k: float = 0.25
+) -> Tensor:
+    """Weighted binary cross-entropy of cut logits averaged over the worst ``top_k`` valid edges.
+
+    ``logits``, ``target`` (1 = cut, 0 = joined) and ``weights`` are ``[B, 2D, h, w]``; edges with
+    weight ≤ 0 (void, or partner outside the image) do not count. Computed in float32.
+    """
+    edge = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return _top_k_mean(edge * weights, weights > 0, top_k)
+
+
+class PretrainLoss(nn.Module):
+    """``semantic_weight · semantic CE + boundary_weight · boundary BCE`` from a recipe's ``loss``.
+
+    Targets are expected at the logits' stride 4. Semantic targets at another size (e.g. full
+    resolution) are supported by bilinearly upsampling the logits to them; cut targets must match
+    the boundary logits exactly, as edge distances are defined on the stride-4 grid.
+    """
+
+    def __init__(self, loss_cfg: LossConfig) -> None:
+        super().__init__()
+        _check_fraction(loss_cfg.semantic_top_k)
+        _check_fraction(loss_cfg.boundary_top_k)
+        self.semantic_weight = float(loss_cfg.semantic_weight)
+        self.boundary_weight = float(loss_cfg.boundary_weight)
+        self.semantic_top_k = float(loss_cfg.semantic_top_k)
+        self.boundary_top_k = float(loss_cfg.boundary_top_k)
+
+    def forward(
+        self,
+        semantic_logits: Tensor,
+        semantic_target: Tensor,
+        semantic_weights: Tensor,
+        boundary_logits: Tensor,
+        cut_target: Tensor,
+        cut_weights: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the total loss and its unweighted, detached ``semantic``/``boundary`` parts."""
+        if semantic_target.shape != semantic_weights.shape:
+            raise ValueError(
+                f"semantic target {tuple(semantic_target.shape)} and weights "
+                f"{tuple(semantic_weights.shape)} differ in shape"
+            )
+        if not (boundary_logits.shape == cut_target.shape == cut_weights.shape):
+            raise ValueError(
+                f"boundary logits {tuple(boundary_logits.shape)}, cut target "
+                f"{tuple(cut_target.shape)} and cut weights {tuple(cut_weights.shape)} must match"
+            )
+        if semantic_logits.shape[-2:] != semantic_target.shape[-2:]:
+            semantic_logits = F.interpolate(
+                semantic_logits,
+                size=semantic_target.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+            )
+        semantic = hard_pixel_cross_entropy(
+            semantic_logits, semantic_target, semantic_weights, self.semantic_top_k
+        )
+        boundary = hard_boundary_bce(boundary_logits, cut_target, cut_weights, self.boundary_top_k)
+        total = self.semantic_weight * semantic + self.boundary_weight * boundary
+        return total, {"semantic": semantic.detach(), "boundary": boundary.detach()}

@@ -172,7 +172,7 @@ def _index_folder(folder: Path, suffix: str) -> dict[str, Path]:
     return found
 
 
-def find_pairs(root: Path, split: str) -> list[_Item]:
+def _find_pairs(root: Path, split: str) -> list[_Item]:
     """Pair every ``leftImg8bit`` image of a split with its ``gtFine`` instanceIds label."""
     if split == "test":
         raise DatasetError(
@@ -220,7 +220,7 @@ def prepare_cityscapes(
     if link not in LINK_MODES:
         raise CopsError(f"link mode {link!r}: expected one of {', '.join(LINK_MODES)}")
     root, out = Path(root), Path(out)
-    found = {split: find_pairs(root, split) for split in splits}
+    found = {split: _find_pairs(root, split) for split in splits}
     summaries = []
     for split, items in found.items():
         paths = SplitPaths(out, split)

@@ -67,7 +67,6 @@ def _write_fixture(root: Path) -> list[str]:
                 cv2.imwrite(str(image_dir / f"{image_id}_leftImg8bit.png"), image)
                 ids = _instance_ids(seed)
                 cv2.imwrite(str(label_dir / f"{image_id}_gtFine_instanceIds.png"), ids)
-                cv2.imwrite(str(label_dir / f"{image_id}_gtFine_labelIds.png"), ids // 1000)
     return image_ids
 
 

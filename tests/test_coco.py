@@ -75,7 +75,9 @@ def _write_split(
         ids, segments = _scene(seed, height, width, stuff + things)
         name = f"{image_id:012d}"
         rng = np.random.default_rng(seed)
-        cv2.imwrite(str(image_dir / f"{name}.jpg"), rng.integers(0, 256, (height, width, 3)))
+        cv2.imwrite(
+            str(image_dir / f"{name}.jpg"), rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        )
         cv2.imwrite(str(png_dir / f"{name}.png"), id2rgb(ids)[..., ::-1])
         images.append(
             {"id": image_id, "file_name": f"{name}.jpg", "height": height, "width": width}

@@ -281,7 +281,10 @@ class PanopticDataset(Dataset):
         return len(self._index.file_names)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch that seeds augmentation (call before creating the epoch's iterator)."""
+        """Select the epoch that seeds augmentation, before the epoch's DataLoader iterator starts.
+
+        Workers copy the dataset when they start, so persistent workers keep their first epoch.
+        """
         self.epoch = epoch
 
     def item_rng(self, index: int) -> np.random.Generator:

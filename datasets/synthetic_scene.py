@@ -43,6 +43,7 @@ THING_BASE = 1000
 """Thing segment id = category id × THING_BASE + instance number (1, 2, …); stuff id = category."""
 
 _FIRST_THING = 32  # provisional label of the first thing painted; stuff labels are category ids
+_LABELS = 256  # provisional labels fit a uint8 map (scenes hold at most ~35 things), for cv2.LUT
 
 _STUFF_IDS = [c.id for c in SYNTHETIC_CATEGORIES if not c.isthing]
 
@@ -83,7 +84,9 @@ class _Canvas:
     def new_thing(self, category: int) -> int:
         """Register a thing instance and return its provisional label (_FIRST_THING + index)."""
         self.thing_categories.append(category)
-        return _FIRST_THING + len(self.thing_categories) - 1
+        label = _FIRST_THING + len(self.thing_categories) - 1
+        assert label < _LABELS, "too many things for a uint8 label map"
+        return label
 
     def poly(
         self, points: Sequence[tuple[float, float]], colour: Colour, label: int | None
@@ -478,13 +481,13 @@ def _finish(canvas: _Canvas, rng: np.random.Generator, st: _Street) -> np.ndarra
     """
     h, w = st.height, st.width
     labels = canvas.labels
-    amp = np.full(_FIRST_THING + len(canvas.thing_categories), 4.0, np.float32)
+    amp = np.full(_LABELS, 4.0, np.float32)
     for cat, strength in _TEXTURE.items():
         amp[cat] = strength
     amp[0] = 2.0
     coarse = rng.standard_normal((h // 6 + 2, w // 6 + 2), dtype=np.float32)
-    shade = amp[labels] * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
-    py, px = int(rng.integers(6, 14)), int(rng.integers(6, 14))
+    shade = cv2.LUT(labels, amp) * cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+    py, px = (max(3, round(rng.uniform(6, 14) * h / 256)) for _ in range(2))
     rows = (np.arange(h) + int(rng.integers(py))) % py < py // 2
     cols = (np.arange(w) + int(rng.integers(px))) % px < px // 2
     windows = rows[:, None] & cols[None, :] & (labels == BUILDING)
@@ -508,8 +511,9 @@ def _segments(
     h, w = labels.shape
     n = _FIRST_THING + len(thing_categories)
     counts = np.bincount(labels.ravel(), minlength=n)
-    in_row = np.bincount((labels * h + np.arange(h)[:, None]).ravel(), minlength=n * h)
-    in_col = np.bincount((labels * w + np.arange(w)[None, :]).ravel(), minlength=n * w)
+    wide = labels.astype(np.intp)
+    in_row = np.bincount((wide * h + np.arange(h)[:, None]).ravel(), minlength=n * h)
+    in_col = np.bincount((wide * w + np.arange(w)[None, :]).ravel(), minlength=n * w)
     in_row, in_col = in_row.reshape(n, h) > 0, in_col.reshape(n, w) > 0
     lut = np.zeros(n, np.int64)
     kept = {label: (label, label) for label in _STUFF_IDS if counts[label]}  # label -> (id, cat)
@@ -535,7 +539,7 @@ class RenderedScene:
     """A generated scene in the form that is cheapest to write: BGR pixels and a label table."""
 
     bgr: np.ndarray  # uint8 [H, W, 3], blue first
-    labels: np.ndarray  # int32 [H, W], provisional labels
+    labels: np.ndarray  # uint8 [H, W], provisional labels
     label_ids: np.ndarray  # int64, segment id of each provisional label (0 = void)
     segments: list[dict]  # COCO segments_info
 
@@ -551,7 +555,9 @@ class RenderedScene:
 
     def panoptic_bgr(self) -> np.ndarray:
         """The panoptic PNG's pixels in BGR order: the id encoding looked up per label."""
-        return np.ascontiguousarray(id2rgb(self.label_ids)[:, ::-1])[self.labels]
+        table = np.zeros((_LABELS, 1, 3), np.uint8)
+        table[: self.label_ids.size, 0] = id2rgb(self.label_ids)[:, ::-1]
+        return cv2.LUT(cv2.merge([self.labels] * 3), table)
 
 
 def render_scene(rng_seed: int | Sequence[int], height: int, width: int) -> RenderedScene:
@@ -560,7 +566,7 @@ def render_scene(rng_seed: int | Sequence[int], height: int, width: int) -> Rend
     st = _make_street(rng, height, width)
     canvas = _Canvas(
         image=np.empty((height, width, 3), np.uint8),
-        labels=np.empty((height, width), np.int32),
+        labels=np.empty((height, width), np.uint8),
         thing_categories=[],
     )
     _paint_sky(canvas, rng, st)

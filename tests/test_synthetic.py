@@ -44,15 +44,13 @@ def check_segments(ids: np.ndarray, segments: list[dict]) -> None:
             stuff_seen.add(cat.id)
 
 
-def touching_same_class(ids: np.ndarray, segments: list[dict]) -> bool:
-    """Whether two different thing segments of one category are 4-adjacent somewhere."""
-    category = {s["id"]: s["category_id"] for s in segments}
-    things = {s["id"] for s in segments if CATEGORIES[s["category_id"]].isthing}
+def touching_same_class(ids: np.ndarray, segments: list[dict], category: int) -> bool:
+    """Whether two different segments of a thing `category` are 4-adjacent somewhere."""
+    members = {s["id"] for s in segments if s["category_id"] == category}
     for a, b in ((ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :])):
         differ = a != b
-        for p, q in zip(a[differ].tolist(), b[differ].tolist(), strict=True):
-            if p in things and q in things and category[p] == category[q]:
-                return True
+        if (np.isin(a[differ], list(members)) & np.isin(b[differ], list(members))).any():
+            return True
     return False
 
 
@@ -91,8 +89,9 @@ def test_scenes_have_things_stuff_void_and_touching_instances() -> None:
     assert sum(24 in c for c in cats) >= 6 and sum(26 in c for c in cats) >= 6
     assert any((ids == 0).any() for _, ids, _ in scenes)  # some void (poles, hood, remnants)
     assert all((ids == 0).mean() < 0.2 for _, ids, _ in scenes)
-    touching = sum(touching_same_class(ids, segs) for _, ids, segs in scenes)
-    assert touching >= 6
+    # Parked rows occlude each other; queued cars and groups of people stand edge to edge.
+    assert sum(touching_same_class(ids, segs, 26) for _, ids, segs in scenes) >= 8
+    assert sum(touching_same_class(ids, segs, 24) for _, ids, segs in scenes) >= 6
 
 
 def read_split(root: Path, split: str) -> dict:

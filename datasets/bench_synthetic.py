@@ -1,13 +1,15 @@
 """Benchmark the synthetic dataset generator: images/s, with and without writing the files.
 
 Run ``python -m cops.datasets.bench_synthetic [--images N] [--workers K]``; prints one JSON object.
-Each figure is the best of ``--repeats`` runs, the least disturbed by other load on the machine.
+Each figure is the best of ``--repeats`` runs, the least disturbed by other load on the machine;
+the 1-minute load average is printed alongside, since a busy machine lowers the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -43,6 +45,8 @@ def bench(images: int, height: int, width: int, workers: int, repeats: int) -> d
         "repeats": repeats,
         "generate_images_per_s": round(images / min(generate), 1),
         "prepare_images_per_s": round(images / min(full), 1),
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }

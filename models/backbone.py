@@ -129,7 +129,7 @@ class ResNetBackbone(nn.Module):
                 stacklevel=2,
             )
             return False
-        _load_checked(self, state, source=weights.url)
+        _load_checked(self, _extract_backbone_state(state, weights.url), source=weights.url)
         return True
 
 

@@ -55,9 +55,9 @@ class CostModel(nn.Module):
     def scalars(self) -> dict[str, object]:
         """Current scalars as Python numbers (export metadata, logs); alpha is |α|, as used."""
         return {
-            "a": float(self.a),
-            "b": float(self.b),
-            "alpha": [float(v) for v in self.alpha.abs()],
-            "beta": [float(v) for v in self.beta],
+            "a": self.a.item(),
+            "b": self.b.item(),
+            "alpha": self.alpha.detach().abs().tolist(),
+            "beta": self.beta.detach().tolist(),
             "edge_distances": list(self.edge_distances),
         }

@@ -25,7 +25,9 @@ app = typer.Typer(
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the prepared dataset.")]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", "-j", min=1, help="Worker processes [default: CPU count, max 8]."),
+    typer.Option(
+        "--workers", "-j", min=1, help="Worker processes (default: CPU count, at most 8)."
+    ),
 ]
 SplitsOpt = Annotated[
     str, typer.Option("--splits", help="Comma-separated splits to convert, e.g. train,val.")
@@ -85,13 +87,17 @@ def synthetic(
         str, typer.Option(help="Size preset: 'default' (256×512) or 'tiny' (for tests).")
     ] = "default",
     num_train: Annotated[
-        int | None, typer.Option(min=0, help="Training images [default: from the preset].")
+        int | None, typer.Option(min=0, help="Training images (default: from the preset).")
     ] = None,
     num_val: Annotated[
-        int | None, typer.Option(min=0, help="Validation images [default: from the preset].")
+        int | None, typer.Option(min=0, help="Validation images (default: from the preset).")
     ] = None,
-    height: Annotated[int | None, typer.Option(min=8, help="Image height [preset].")] = None,
-    width: Annotated[int | None, typer.Option(min=8, help="Image width [preset].")] = None,
+    height: Annotated[
+        int | None, typer.Option(min=8, help="Image height (default: from the preset).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(min=8, help="Image width (default: from the preset).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
     splits: SplitsOpt = "train,val",
     workers: WorkersOpt = None,
@@ -152,8 +158,24 @@ def coco(
     splits: SplitsOpt = "train,val",
     workers: WorkersOpt = None,
     link: LinkOpt = "symlink",
+    annotations: Annotated[
+        str | None,
+        typer.Option(help="Panoptic JSON of a custom dataset; '{split}' stands for the split."),
+    ] = None,
+    panoptic_dir: Annotated[
+        str | None, typer.Option(help="Folder of its panoptic PNGs ('{split}' allowed).")
+    ] = None,
+    images_dir: Annotated[
+        str | None, typer.Option(help="Folder of its images ('{split}' allowed).")
+    ] = None,
 ) -> None:
-    """Validate and index a COCO-panoptic dataset (COCO 2017 or custom categories)."""
+    """Validate and index a COCO-panoptic dataset (COCO 2017 or custom categories).
+
+    Each split's files are where --annotations, --panoptic-dir and --images-dir point, else in
+    the COCO 2017 layout (annotations/panoptic_{split}2017.json and its PNG folder, {split}2017/),
+    else in the prepared layout. Category ids are kept; contiguous training ids follow the order
+    of the JSON's categories.
+    """
     from cops.datasets.coco import prepare_coco
 
     _run(
@@ -165,5 +187,8 @@ def coco(
             workers=_workers(workers),
             progress=progress,
             link=_check_link(link),
+            annotations=annotations,
+            panoptic_dir=panoptic_dir,
+            images_dir=images_dir,
         ),
     )

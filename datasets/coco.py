@@ -80,7 +80,7 @@ def _first_existing(candidates: Sequence[Path], what: str, split: str, option: s
     if zipped:
         hint = f"; unzip {zipped[0]} first"
     raise DatasetError(
-        f"split {split!r}: no {what} found (looked for {looked}){hint}; set `{option}` to its path"
+        f"split {split!r}: no {what} found (looked for {looked}){hint}; pass its path with {option}"
     )
 
 
@@ -108,14 +108,16 @@ def resolve_source(
         annotations,
         [root / _fill(c, split) for c in _JSON_CANDIDATES],
         "panoptic JSON",
-        "annotations",
+        "--annotations (annotations=)",
     )
     png_defaults = [json_path.with_suffix("")] + [
         root / _fill(c, split) for c in _PANOPTIC_CANDIDATES
     ]
-    panoptic = look(panoptic_dir, png_defaults, "panoptic PNG folder", "panoptic_dir")
+    panoptic = look(
+        panoptic_dir, png_defaults, "panoptic PNG folder", "--panoptic-dir (panoptic_dir=)"
+    )
     image_defaults = [root / _fill(c, split) for c in _IMAGE_CANDIDATES]
-    images = look(images_dir, image_defaults, "image folder", "images_dir")
+    images = look(images_dir, image_defaults, "image folder", "--images-dir (images_dir=)")
     return CocoSource(json_path, panoptic, images)
 
 
@@ -396,6 +398,8 @@ def prepare_coco(
             f"annotations={annotations}: several splits need a '{{split}}' placeholder in the path"
         )
     root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
     loaded = []
     for split in splits:
         source = resolve_source(root, split, annotations, panoptic_dir, images_dir)

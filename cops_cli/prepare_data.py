@@ -25,9 +25,7 @@ app = typer.Typer(
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the prepared dataset.")]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option(
-        "--workers", "-j", min=1, help="Worker processes (default: CPU count, at most 8)."
-    ),
+    typer.Option("--workers", "-j", min=1, help="Worker processes (default: CPU count, up to 8)."),
 ]
 SplitsOpt = Annotated[
     str, typer.Option("--splits", help="Comma-separated splits to convert, e.g. train,val.")
@@ -87,10 +85,10 @@ def synthetic(
         str, typer.Option(help="Size preset: 'default' (256×512) or 'tiny' (for tests).")
     ] = "default",
     num_train: Annotated[
-        int | None, typer.Option(min=0, help="Training images (default: from the preset).")
+        int | None, typer.Option(min=1, help="Training images (default: from the preset).")
     ] = None,
     num_val: Annotated[
-        int | None, typer.Option(min=0, help="Validation images (default: from the preset).")
+        int | None, typer.Option(min=1, help="Validation images (default: from the preset).")
     ] = None,
     height: Annotated[
         int | None, typer.Option(min=8, help="Image height (default: from the preset).")

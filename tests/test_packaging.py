@@ -10,15 +10,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("cops-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("cops/__init__.py", "cops/app.py", "cops/solver/__init__.py",
-                   "cops/datasets/__init__.py", "cops/models/__init__.py",
-                   "cops/recipes/synthetic-tiny.yaml", "cops/recipes/cityscapes-r50.yaml"):
+    for module in (
+        "cops/__init__.py",
+        "cops/app.py",
+        "cops/solver/__init__.py",
+        "cops/datasets/__init__.py",
+        "cops/models/__init__.py",
+        "cops/recipes/synthetic-tiny.yaml",
+        "cops/recipes/cityscapes-r50.yaml",
+    ):
         assert module in names, module
     top_level = {n.split("/")[0] for n in names}
     assert not top_level & {"datasets", "models", "solver", "recipes", "cops_cli", "tests"}
@@ -33,6 +49,9 @@ def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
     )
     out = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {code}"],
-        check=True, capture_output=True, text=True, cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.stdout.strip().startswith(str(site))

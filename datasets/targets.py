@@ -2,9 +2,9 @@
 
 Conventions:
 - void (id 0) is ignored everywhere: semantic 255, weight 0, no cut supervision;
-- crowd pixels keep their class in the semantic map (weight `crowd_weight`, default 1, no thing or
-  small-instance multiplier), but every edge touching a crowd pixel has cut weight 0, since a crowd
-  region's instance boundaries are unknown;
+- crowd pixels keep their class in the semantic map but are ignored by default (DESIGN §3:
+  weight `crowd_weight` = 0; set it above 0 to supervise their class), and every edge touching a
+  crowd pixel has cut weight 0, since a crowd region's instance boundaries are unknown;
 - an instance is small when its annotated area (original resolution, whole instance) is below
   `small_instance_area`, so the choice does not depend on how a crop cuts it;
 - stride-s maps sample the pixel at offset s // 2 of each s×s cell (clamped to the image), giving
@@ -34,7 +34,7 @@ class TargetConfig:
     thing_weight: float = 4.0
     small_instance_area: float = 4096.0
     small_instance_weight: float = 3.0
-    crowd_weight: float = 1.0
+    crowd_weight: float = 0.0
     boundary_thing_weight: float = 1.0
     """Cut weight of edges with a non-crowd thing pixel at either end; 1 weighs all edges alike."""
 

@@ -128,3 +128,12 @@ def test_fast_on_a_cityscapes_crop() -> None:
         make_targets(panoptic, segments, config)
         times.append(time.perf_counter() - start)
     assert min(times) < 0.05, f"targets for 512x1024 took {min(times):.3f} s"
+
+
+def test_crowd_pixels_ignored_by_default() -> None:
+    panoptic = np.array([[1, 1, 2, 2]], dtype=np.int64)
+    segments = [_seg(1, 0, True, crowd=1), _seg(2, 1, False)]
+    out = make_targets(panoptic, segments, TargetConfig(edge_distances=(1,), stride=1))
+    np.testing.assert_array_equal(out["semantic"], [[0, 0, 1, 1]])  # class kept
+    np.testing.assert_array_equal(out["weights"], [[0, 0, 1, 1]])  # but not supervised
+    np.testing.assert_array_equal(out["cut_weights"][1], [[0, 0, 1, 0]])

@@ -7,6 +7,7 @@ a type and a default, so a recipe only states what differs. Built-in recipes shi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -80,7 +81,11 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation of the pretraining phase."""
+    """Optimisation of the pretraining phase.
+
+    ``batch_size`` is the global batch: images per optimizer step summed over all processes and
+    accumulation steps, so a recipe means the same training whatever the number of GPUs.
+    """
 
     iterations: int = 50000
     batch_size: int = 12
@@ -92,10 +97,13 @@ class TrainConfig:
     poly_power: float = 0.9
     grad_accum: int = 1
     amp: bool = True
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     compile: bool = False
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 0
     log_every: int = 20
     val_every: int = 1000
+    val_images: int | None = None
 
 
 @dataclass
@@ -333,14 +341,27 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
-    """Load a recipe by built-in name or path, apply `_base_` inheritance and `--set` overrides."""
-    data = _resolve(name_or_path, None, ())
+def recipe_with_overrides(data: dict[str, Any], overrides: Sequence[str] = ()) -> Recipe:
+    """Validate a plain recipe dict after applying ``key=value`` overrides (input not modified).
+
+    Used for recipes stored in checkpoints, which `--set` can amend on `--resume`.
+    """
+    data = copy.deepcopy(data)
     for override in overrides:
         _apply_override(data, override)
     recipe = recipe_from_dict(data)
     _check_values(recipe)
     return recipe
+
+
+def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
+    """Load a recipe by built-in name or path, apply `_base_` inheritance and `--set` overrides."""
+    return recipe_with_overrides(_resolve(name_or_path, None, ()), overrides)
+
+
+def recipe_name(name_or_path: str) -> str:
+    """Short name of a recipe: the built-in name, or a file's stem (``runs/<name>`` defaults)."""
+    return Path(name_or_path).name.removesuffix(".yaml").removesuffix(".yml")
 
 
 def _check_values(recipe: Recipe) -> None:
@@ -369,6 +390,18 @@ def _check_values(recipe: Recipe) -> None:
         (recipe.train.lr > 0, "train.lr", "a positive number"),
         (recipe.train.grad_accum > 0, "train.grad_accum", "a positive integer"),
         (recipe.train.checkpoint_every > 0, "train.checkpoint_every", "a positive integer"),
+        (recipe.train.keep_checkpoints >= 0, "train.keep_checkpoints", "a non-negative integer"),
+        (recipe.train.log_every > 0, "train.log_every", "a positive integer"),
+        (recipe.train.val_every >= 0, "train.val_every", "a non-negative integer (0: never)"),
+        (
+            recipe.train.val_images is None or recipe.train.val_images > 0,
+            "train.val_images",
+            "a positive integer or null (all)",
+        ),
+        (recipe.train.warmup_iters >= 0, "train.warmup_iters", "a non-negative integer"),
+        (recipe.train.poly_power >= 0, "train.poly_power", "a non-negative number"),
+        (recipe.train.weight_decay >= 0, "train.weight_decay", "a non-negative number"),
+        (0 <= recipe.train.momentum < 1, "train.momentum", "a number in [0, 1)"),
         (
             0 < recipe.solver.lambda_min <= recipe.solver.lambda_max,
             "solver.lambda_min/lambda_max",

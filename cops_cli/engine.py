@@ -1,0 +1,459 @@
+"""The training loop every training command shares: one optimizer step per iteration.
+
+Each step runs the objective on this rank's micro-batches (mixed precision on CUDA, gradient
+accumulation, DDP gradient averaging), checks that the loss is finite on every rank, then steps
+the optimizer and the warm-up/poly schedule. Rank 0 logs to ``OUT/metrics.jsonl`` (and TensorBoard
+when installed), drives the progress bar and writes checkpoints; validation loss is averaged over
+all ranks. Resuming restores everything that influences later steps, so on CPU a resumed run ends
+bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from cops import distributed
+from cops.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
+from cops.config import TrainConfig
+from cops.console import err_console, state
+from cops.data import TrainBatches
+from cops.distributed import DistInfo
+from cops.errors import CopsError
+from cops.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+Objective = Callable[[nn.Module, dict[str, Any]], tuple[Tensor, dict[str, Tensor]]]
+"""``objective(model, batch) -> (loss, components)``: the loss of one micro-batch and its named,
+detached parts (for logging). Called under autocast, with the DDP-wrapped model in training."""
+
+METRICS = "metrics.jsonl"
+
+
+class NonFiniteLossError(CopsError):
+    """The loss became NaN or infinite; training stopped before applying the update."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model initialisation, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def parameter_digest(model: nn.Module) -> str:
+    """A short hash of all parameter values, to prove that DDP replicas hold the same weights."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name, param in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class RunContext:
+    """Where and how a training run happens, and what its checkpoints must carry."""
+
+    out: Path
+    device: torch.device
+    dist: DistInfo
+    recipe: dict[str, Any]
+    classes: dict[str, list]
+    phase: str = "pretrain"
+    sync_bn: bool = False
+
+
+@dataclass
+class FitResult:
+    """What a finished (or already complete) run reports."""
+
+    iterations: int
+    start_iteration: int
+    seconds: float
+    images_per_s: float | None
+    train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    checkpoint: Path | None
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD (with momentum) over all trainable parameters, as the recipe says."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class MetricsLog:
+    """Rank 0's metrics file, one JSON object per line, mirrored to TensorBoard when installed.
+
+    On resume, entries after the checkpoint's iteration (written by the interrupted run after its
+    last checkpoint) are dropped, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, keep_until: int | None) -> None:
+        self.path = path
+        kept: list[str] = []
+        if keep_until is not None and path.is_file():
+            for line in path.read_text("utf-8").splitlines():
+                try:
+                    if json.loads(line)["iteration"] <= keep_until:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by the interruption
+        path.write_text("".join(kept), "utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            pass
+        else:
+            self._tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Append one entry (``kind`` and ``iteration`` keys included) and flush it."""
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+        if self._tensorboard is not None:
+            for key, value in entry.items():
+                if key not in ("kind", "iteration") and isinstance(value, int | float):
+                    tag = f"{entry['kind']}/{key}"
+                    self._tensorboard.add_scalar(tag, value, entry["iteration"])
+
+    def close(self) -> None:
+        """Close the file (and the TensorBoard writer)."""
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+@dataclass
+class _Window:
+    """Running sums of the steps since the last log entry."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, stats: dict[str, float], seconds: float) -> None:
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+        self.seconds += seconds
+
+    def means(self) -> dict[str, float]:
+        return {key: value / self.steps for key, value in self.sums.items()}
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule, AMP scaler and loaders of one run; ``fit()`` trains.
+
+    `model` is the plain network on any device; the trainer moves it to ``ctx.device``, converts
+    BN to SyncBatchNorm when asked (DDP on CUDA), restores `resume` (a loaded checkpoint), then
+    wraps it in DDP (several processes) and ``torch.compile`` (``train.compile``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        cfg: TrainConfig,
+        batches: TrainBatches,
+        val: DataLoader | None,
+        ctx: RunContext,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg, self.ctx, self.objective = cfg, ctx, objective
+        self.batches, self.val = batches, val
+        self.device, self.dist = ctx.device, ctx.dist
+        ddp = self.dist.world_size > 1
+        if ddp and ctx.sync_bn:
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log.warning("model.sync_bn needs CUDA; CPU processes keep per-process BatchNorm")
+        self.model = model.to(self.device)
+        if val is not None and len(val) == 0:
+            raise CopsError(
+                "validation needs at least one image per process; raise train.val_images or "
+                "set train.val_every=0"
+            )
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.iterations, cfg.warmup_iters, cfg.poly_power
+        )
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
+        )
+        self.start = 0
+        self.last_saved: int | None = None
+        if resume is not None:
+            self._restore(resume)
+        self.ddp = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if ddp
+            else None
+        )
+        net: nn.Module = self.ddp if self.ddp is not None else self.model
+        self.net = torch.compile(net) if cfg.compile else net
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        """Load weights, optimizer, schedule, scaler, RNG states and the step count."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        states = ckpt.get("rng", [])
+        if len(states) == self.dist.world_size:
+            set_rng_state(states[self.dist.rank])
+        else:
+            log.warning(
+                "checkpoint holds RNG states of %d process(es), this run has %d; generators "
+                "keep their seeded state (data order and augmentation are unaffected)",
+                len(states),
+                self.dist.world_size,
+            )
+        self.start = self.last_saved = int(ckpt["iteration"])
+
+    # -- one optimizer step ---------------------------------------------------------------------
+
+    def _train_step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
+        """Forward/backward every micro-batch, average the loss over ranks, check it, update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        count = len(micro_batches)
+        sums: Tensor | None = None
+        names: list[str] = []
+        for index, batch in enumerate(micro_batches):
+            batch = _to_device(batch, self.device)
+            defer_sync = self.ddp is not None and index < count - 1
+            with self.ddp.no_sync() if defer_sync else nullcontext():  # type: ignore[union-attr]
+                with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp):
+                    loss, parts = self.objective(self.net, batch)
+                self.scaler.scale(loss / count).backward()
+            names = ["loss", *parts]
+            parts = {name: part.detach().float() for name, part in parts.items()}
+            values = torch.stack([loss.detach().float(), *parts.values()])
+            sums = values / count if sums is None else sums + values / count
+        assert sums is not None
+        means = (distributed.all_reduce_sum(sums) / self.dist.world_size).tolist()
+        stats = dict(zip(names, means, strict=True))
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        if not all(math.isfinite(v) for v in means):
+            raise self._non_finite(stats)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return stats
+
+    def _non_finite(self, stats: dict[str, float]) -> NonFiniteLossError:
+        iteration = self.scheduler.last_epoch + 1
+        values = ", ".join(f"{k} {v:.4g}" for k, v in stats.items())
+        if self.last_saved is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = f"{self.ctx.out / LAST} keeps the last good state (iteration {self.last_saved})"
+        return NonFiniteLossError(
+            f"non-finite loss at iteration {iteration} ({values}); training stopped before that "
+            f"update and {kept}. Lower train.lr or check the data, then continue with --resume."
+        )
+
+    # -- validation and checkpoints ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        """Mean per-image validation loss (and parts) over all ranks' shares of the val split."""
+        assert self.val is not None
+        model = self.model
+        model.eval()
+        sums: Tensor | None = None
+        names: list[str] = []
+        for batch in self.val:
+            with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp):
+                loss, parts = self.objective(model, _to_device(batch, self.device))
+            names = ["loss", *parts]
+            values = torch.stack([loss.float(), *(p.float() for p in parts.values())])
+            sums = values if sums is None else sums + values
+        model.train()
+        assert sums is not None
+        images = len(self.val)
+        totals = distributed.all_reduce_sum(
+            torch.cat([sums, torch.tensor([float(images)], device=sums.device)])
+        ).tolist()
+        means = {name: total / totals[-1] for name, total in zip(names, totals, strict=False)}
+        return {**means, "images": int(totals[-1])}
+
+    def _save(self, iteration: int, metrics: dict[str, float | None]) -> list[str]:
+        """Checkpoint the current state (collective: all ranks' RNG states, replica check).
+
+        Returns every rank's parameter digest (empty in a single process); DDP must keep them equal.
+        """
+        rng = distributed.all_gather_object(rng_state())
+        digests: list[str] = []
+        if self.dist.world_size > 1:
+            digests = distributed.all_gather_object(parameter_digest(self.model))
+            if len(set(digests)) != 1:
+                raise RuntimeError(
+                    f"DDP replicas hold different weights at iteration {iteration} (parameter "
+                    f"digests {digests}); this is a bug, please report it"
+                )
+        if self.dist.is_main:
+            state_dict = {
+                "phase": self.ctx.phase,
+                "iteration": iteration,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "recipe": self.ctx.recipe,
+                "classes": self.ctx.classes,
+                "world_size": self.dist.world_size,
+                "metrics": metrics,
+            }
+            save_checkpoint(state_dict, self.ctx.out, self.cfg.keep_checkpoints)
+        self.last_saved = iteration
+        return digests
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn(f"[bold]{self.ctx.phase}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=state.quiet or not self.dist.is_main,
+        )
+
+    def fit(self) -> FitResult:
+        """Train from the start (or restored) iteration to ``train.iterations``."""
+        cfg, main = self.cfg, self.dist.is_main
+        total = cfg.iterations
+        metrics = (
+            MetricsLog(self.ctx.out / METRICS, self.start if self.start else None) if main else None
+        )
+        result = FitResult(total, self.start, 0.0, None, None, None, None, None)
+        val_history: list[float] = []
+
+        def validate(iteration: int, progress: Progress, task: TaskID) -> None:
+            progress.update(task, stats="validating")
+            values = self._validate()
+            result.val_loss = values["loss"]
+            val_history.append(values["loss"])
+            if metrics is not None:
+                clean = {k: _finite_or_none(v) for k, v in values.items()}
+                metrics.write({"kind": "val", "iteration": iteration, **clean})
+
+        began = time.perf_counter()
+        train_seconds, timed_images = 0.0, 0
+        try:
+            with self._progress() as progress:
+                task = progress.add_task("", total=total, completed=self.start, stats="")
+                if self.start == 0 and self.val is not None:
+                    validate(0, progress, task)
+                stream: Iterator = self.batches.from_step(self.start)
+                window = _Window()
+                iteration = self.start
+                while iteration < total:
+                    tick = time.perf_counter()
+                    _, micro = next(stream)
+                    stats = self._train_step(micro)
+                    seconds = time.perf_counter() - tick
+                    iteration += 1
+                    window.add(stats, seconds)
+                    if iteration > self.start + 1:  # the first step pays for warm-up
+                        train_seconds += seconds
+                        timed_images += cfg.batch_size
+                    result.train_loss = stats["loss"]
+                    progress.update(
+                        task,
+                        completed=iteration,
+                        stats=f"loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  "
+                        f"{window.steps / window.seconds:.2f} it/s",
+                    )
+                    if iteration % cfg.log_every == 0 or iteration == total:
+                        means = window.means()
+                        result.train_loss = means["loss"]
+                        if metrics is not None:
+                            metrics.write(
+                                {
+                                    "kind": "train",
+                                    "iteration": iteration,
+                                    **means,
+                                    "lr": stats["lr"],
+                                    "images_per_s": cfg.batch_size * window.steps / window.seconds,
+                                    "time": time.perf_counter() - began,
+                                }
+                            )
+                        window = _Window()
+                    if (
+                        self.val is not None
+                        and cfg.val_every
+                        and (iteration % cfg.val_every == 0 or iteration == total)
+                    ):
+                        validate(iteration, progress, task)
+                    if iteration % cfg.checkpoint_every == 0 or iteration == total:
+                        losses = {"train_loss": result.train_loss, "val_loss": result.val_loss}
+                        digests = self._save(iteration, losses)
+                        result.checkpoint = self.ctx.out / LAST
+                        if metrics is not None and digests:
+                            metrics.write(
+                                {"kind": "replicas", "iteration": iteration, "digests": digests}
+                            )
+                stream.close()
+        finally:
+            if metrics is not None:
+                metrics.close()
+        result.seconds = time.perf_counter() - began
+        result.images_per_s = timed_images / train_seconds if train_seconds > 0 else None
+        result.best_val_loss = min(val_history) if val_history else None
+        if result.checkpoint is None and self.last_saved is not None:
+            result.checkpoint = self.ctx.out / LAST
+        return result

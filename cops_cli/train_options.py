@@ -1,0 +1,228 @@
+"""Options every training command shares, and their resolution into a :class:`RunConfig`.
+
+`--recipe` names the recipe (default: synthetic; on `--resume` the checkpoint's own), `--set`,
+`--data` and `--seed` amend it, `--out` is the run folder holding ``last.pt``. `--device` and
+`--nproc-per-node` decide where the worker processes run; :func:`start` launches them. Torch is
+imported only when a command runs, so `cops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cops.config import Recipe, load_recipe, recipe_name, recipe_with_overrides
+from cops.console import state
+from cops.errors import CopsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = "synthetic"
+
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Built-in recipe name or YAML path (default: synthetic; with --resume: the "
+        "checkpoint's recipe).",
+    ),
+]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="Prepared dataset folder (overrides data.root).")
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a recipe key, e.g. --set train.lr=1e-3 (repeatable)."
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, or auto (cuda when a GPU is visible).")
+]
+NprocOpt = Annotated[
+    str,
+    typer.Option(
+        "--nproc-per-node",
+        help="Worker processes on this machine: N, or auto (all visible GPUs; 1 on CPU). One per "
+        "GPU on CUDA, gloo processes on CPU. train.batch_size is the global batch.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the recipe).")]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="Initialise from a COPS checkpoint or a torchvision/ImageNet backbone state dict.",
+    ),
+]
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved training run: picklable, so it travels to spawned worker processes."""
+
+    recipe: Recipe
+    name: str
+    out: Path
+    device: str
+    nproc: int
+    resume: bool = False
+    weights: Path | None = None
+    verbose: bool = False
+    quiet: bool = False
+
+
+def resolve_device(value: str) -> str:
+    """``cpu`` or ``cuda`` from a `--device` value."""
+    import torch
+
+    if value not in ("auto", "cpu", "cuda"):
+        raise CopsError(f"--device '{value}': expected cpu, cuda or auto")
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cuda" and not torch.cuda.is_available():
+        raise CopsError("--device cuda: no CUDA device is visible to torch")
+    return value
+
+
+def resolve_nproc(value: str, device: str, under_launcher: bool) -> int:
+    """The number of local worker processes from a `--nproc-per-node` value."""
+    import torch
+
+    if value == "auto":
+        count = torch.cuda.device_count() if device == "cuda" else 1
+    else:
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise CopsError(f"--nproc-per-node '{value}': expected a positive integer or auto")
+    if device == "cuda" and count > torch.cuda.device_count():
+        raise CopsError(
+            f"--nproc-per-node {count}: only {torch.cuda.device_count()} GPU(s) are visible"
+        )
+    if under_launcher and count > 1:
+        raise CopsError(
+            "--nproc-per-node: this process was started by torchrun, which sets the process "
+            "count itself; drop the option"
+        )
+    return 1 if under_launcher else count
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def recipe_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every recipe key whose value differs."""
+    old, new = _flatten(before), _flatten(after)
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def resolve_run(
+    *,
+    recipe: str | None,
+    data: Path | None,
+    out: Path | None,
+    overrides: Sequence[str] | None,
+    device: str,
+    nproc: str,
+    resume: bool,
+    seed: int | None,
+    weights: Path | None,
+    under_launcher: bool,
+) -> RunConfig:
+    """Turn the shared options into a run: recipe + overrides, run folder, device, processes.
+
+    A new run refuses a folder that already holds ``last.pt``; `--resume` needs one and, without
+    `--recipe`, continues with the checkpoint's recipe (with `--set` applied on top).
+    """
+    from cops.checkpoint import LAST, load_checkpoint
+
+    name = recipe_name(recipe) if recipe else DEFAULT_RECIPE
+    out = out if out is not None else Path("runs") / name
+    last = out / LAST
+    if resume:
+        if weights is not None:
+            raise CopsError(
+                "--weights starts a new run from given weights and --resume continues "
+                f"{last}; pass only one of them"
+            )
+        if not last.is_file():
+            raise CopsError(f"--resume: no checkpoint to continue at {last}")
+        stored = load_checkpoint(last, mmap=True)["recipe"]
+        if recipe:
+            resolved = load_recipe(recipe, overrides or [])
+        else:
+            resolved = recipe_with_overrides(stored, overrides or [])
+    else:
+        if last.exists():
+            iteration = load_checkpoint(last, mmap=True)["iteration"]
+            raise CopsError(
+                f"{out} already holds a run (last.pt at iteration {iteration}); add --resume to "
+                "continue it, or choose another --out"
+            )
+        resolved = load_recipe(recipe or DEFAULT_RECIPE, overrides or [])
+    if data is not None:
+        data_cfg = dataclasses.replace(resolved.data, root=str(data))
+        resolved = dataclasses.replace(resolved, data=data_cfg)
+    if seed is not None:
+        resolved = dataclasses.replace(resolved, seed=seed)
+    if resume:
+        changes = recipe_changes(stored, resolved.to_dict())
+        if changes:
+            log.warning("resuming with recipe changes: %s", "; ".join(changes))
+    if weights is not None and not weights.is_file():
+        raise CopsError(f"--weights {weights}: file not found")
+    device_type = resolve_device(device)
+    return RunConfig(
+        recipe=resolved,
+        name=name,
+        out=out,
+        device=device_type,
+        nproc=resolve_nproc(nproc, device_type, under_launcher),
+        resume=resume,
+        weights=weights,
+        verbose=state.verbose,
+        quiet=state.quiet,
+    )
+
+
+def start(run: RunConfig, worker: Callable[[RunConfig], None], under_launcher: bool) -> None:
+    """Run `worker` here (one process, or one of torchrun's), or in `run.nproc` local processes.
+
+    Local workers are spawned only after the synthetic data exists, so they never race to make it.
+    """
+    from cops.data import ensure_dataset
+    from cops.distributed import launch_local
+
+    if under_launcher or run.nproc == 1:
+        worker(run)
+        return
+    ensure_dataset(run.recipe)
+    launch_local(run.nproc, worker, run, verbose=run.verbose)

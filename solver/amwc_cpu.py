@@ -1,0 +1,1117 @@
+"""Sequential CPU AMWC solver: class-aware greedy edge contraction, then local search.
+
+All heavy work is numba-compiled (``cache=True``, ``nogil=True`` so batches run on a thread pool).
+
+Greedy stage (DESIGN §5): every node starts as its own cluster labelled ``argmin_k c[k]``; the gain
+of joining clusters A and B is ``w_AB + c_A[l_A] + c_B[l_B] - min_k (c_A[k] + c_B[k])``. The edge of
+largest positive gain is contracted repeatedly. Clusters keep their incident edges in linked lists
+of half-edges; a global open-addressing hash table keyed by the cluster pair finds parallel edges,
+and the smaller list is merged into the larger. The max-heap holds ``(gain, edge)`` packed into one
+int64 (float32 gain bits above the edge id); an entry is current when its gain bits equal the edge's
+stamp. A gain is recomputed when its entry is popped: if it dropped, the entry is re-queued, so the
+heap is lazily corrected; a sweep over the remaining edges at the end re-queues gains that grew, and
+contraction stops only when no edge has a positive gain. Adjacent clusters of the same stuff class
+are then merged.
+
+Local search: single nodes move to a neighbouring thing cluster, to a stuff class (joining every
+adjacent cluster of that class, which keeps "same stuff ⇒ same cluster" true) or to a new thing
+singleton, whenever that lowers the objective; the same moves are then applied to whole clusters on
+the contracted cluster graph. Both levels alternate until neither improves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+_HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+_LOW32 = 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- hash table
+# The table maps an unordered cluster pair to the edge joining them. Slots hold edge ids only; the
+# key of a slot is read from the edge's current endpoints, so a slot left behind when an edge is
+# re-attached to another cluster still answers correctly, and keys naming a merged-away cluster are
+# never asked for again. Slots are therefore never deleted; the table is rebuilt when it fills.
+
+
+@nb.njit(inline="always", **_JIT)
+def _slot(u, v, n, shift, mask):
+    """Fibonacci hash of the ordered pair u < v to a table slot."""
+    return (((u * n + v) * _HASH_MUL) >> shift) & mask
+
+
+@nb.njit(**_JIT)
+def _hfind(table, shift, mask, ends, n, u, v):
+    """Edge joining clusters u < v, or -1 (linear probing)."""
+    i = _slot(u, v, n, shift, mask)
+    while True:
+        e = table[i]
+        if e < 0:
+            return -1
+        a = ends[2 * e]
+        b = ends[2 * e + 1]
+        if (a == u and b == v) or (a == v and b == u):
+            return e
+        i = (i + 1) & mask
+
+
+@nb.njit(**_JIT)
+def _hinsert(table, shift, mask, n, u, v, e):
+    """Record edge e as joining clusters u < v (the pair must be absent)."""
+    i = _slot(u, v, n, shift, mask)
+    while table[i] >= 0:
+        i = (i + 1) & mask
+    table[i] = e
+
+
+@nb.njit(**_JIT)
+def _rehash(table, shift, mask, ends, alive, n):
+    """Rebuild the table from the live edges; returns the number of filled slots."""
+    table[:] = -1
+    count = 0
+    for e in range(alive.shape[0]):
+        if alive[e]:
+            u = np.int64(ends[2 * e])
+            v = np.int64(ends[2 * e + 1])
+            _hinsert(table, shift, mask, n, min(u, v), max(u, v), e)
+            count += 1
+    return count
+
+
+# ----------------------------------------------------------------------------- max-heap
+
+
+@nb.njit(**_JIT)
+def _heap_push(heap, size, item):
+    """Push ``item`` onto the 4-ary max-heap ``heap[:size]``; returns the new size."""
+    i = size
+    while i > 0:
+        p = (i - 1) >> 2
+        if heap[p] >= item:
+            break
+        heap[i] = heap[p]
+        i = p
+    heap[i] = item
+    return size + 1
+
+
+@nb.njit(**_JIT)
+def _sift_down(heap, size, i):
+    """Restore the 4-ary max-heap property below position ``i``."""
+    item = heap[i]
+    while True:
+        c = 4 * i + 1
+        if c >= size:
+            break
+        best = c
+        bv = heap[c]
+        end = min(c + 4, size)
+        for j in range(c + 1, end):
+            if heap[j] > bv:
+                bv = heap[j]
+                best = j
+        if bv <= item:
+            break
+        heap[i] = bv
+        i = best
+    heap[i] = item
+
+
+@nb.njit(**_JIT)
+def _heap_pop(heap, size):
+    """Pop the maximum of ``heap[:size]``; returns (item, new size)."""
+    top = heap[0]
+    size -= 1
+    if size > 0:
+        heap[0] = heap[size]
+        _sift_down(heap, size, 0)
+    return top, size
+
+
+@nb.njit(**_JIT)
+def _push_grow(heap, size, item):
+    """Push onto the heap, doubling its storage when full; returns (heap, new size)."""
+    if size == heap.shape[0]:
+        bigger = np.empty(2 * size, np.int64)
+        bigger[:size] = heap
+        heap = bigger
+    return heap, _heap_push(heap, size, item)
+
+
+# ----------------------------------------------------------------------------- union-find
+
+
+@nb.njit(inline="always", **_JIT)
+def _find(parent, x):
+    """Root of ``x`` with path halving."""
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+# ----------------------------------------------------------------------------- greedy contraction
+
+
+@nb.njit(inline="always", **_JIT)
+def _gain(cvec, lab, mval, a, b, w):
+    """Gain of joining clusters a and b whose summed edge cost is w."""
+    if lab[a] == lab[b]:
+        return w
+    s = cvec[a, 0] + cvec[b, 0]
+    for k in range(1, cvec.shape[1]):
+        t = cvec[a, k] + cvec[b, k]
+        if t < s:
+            s = t
+    return w + mval[a] + mval[b] - s
+
+
+@nb.njit(inline="always", **_JIT)
+def _gain_bits(g):
+    """Order-preserving 31-bit code of a positive gain (9-bit exponent, 22-bit mantissa); 0 if <= 0.
+
+    The code is the heap priority; it keeps gains to a relative resolution of 2**-22.
+    """
+    if not g > 0.0:
+        return np.int64(0)
+    mant, ex = math.frexp(g)
+    ex = min(max(ex, -200), 311) + 200
+    return (np.int64(ex) << 22) | np.int64((mant - 0.5) * 8388608.0) | np.int64(1)
+
+
+@nb.njit(**_JIT)
+def _relabel(cvec, lab, mval, c):
+    """Recompute argmin label and min value of cluster c."""
+    best = 0
+    m = cvec[c, 0]
+    for k in range(1, cvec.shape[1]):
+        if cvec[c, k] < m:
+            m = cvec[c, k]
+            best = k
+    lab[c] = best
+    mval[c] = m
+
+
+@nb.njit(**_JIT)
+def _sort_keys(keys, count, tmp):
+    """Sort ``keys[:count]`` ascending by their upper 31 bits (stable LSD radix, 3 passes)."""
+    src = keys
+    dst = tmp
+    for shift in (32, 43, 54):
+        hist = np.zeros(2049, np.int64)
+        for i in range(count):
+            hist[((src[i] >> shift) & 2047) + 1] += 1
+        for d in range(2048):
+            hist[d + 1] += hist[d]
+        for i in range(count):
+            d = (src[i] >> shift) & 2047
+            dst[hist[d]] = src[i]
+            hist[d] += 1
+        src, dst = dst, src
+    # After an odd number of passes the result sits in tmp.
+    keys[:count] = src[:count]
+
+
+@nb.njit(**_JIT)
+def _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp):
+    """Write the priority key of every live positive-gain edge into ``keys`` sorted ascending.
+
+    Stamps are refreshed for all live edges; returns the number of keys.
+    """
+    count = 0
+    for e in range(alive.shape[0]):
+        if alive[e]:
+            gb = _gain_bits(_gain(cvec, lab, mval, ends[2 * e], ends[2 * e + 1], ew[e]))
+            stamp[e] = gb
+            if gb > 0:
+                keys[count] = (gb << 32) | e
+                count += 1
+    _sort_keys(keys, count, tmp)
+    return count
+
+
+@nb.njit(**_JIT)
+def greedy_contraction(node_costs, edges, edge_costs):
+    """Class-aware greedy additive edge contraction; returns (cluster root per node, root labels).
+
+    Roots are node ids; a root's label is the argmin of its cluster's summed class costs.
+    """
+    n, k_cls = node_costs.shape
+    m = edges.shape[0]
+    cvec = node_costs.copy()
+    lab = np.empty(n, np.int64)
+    mval = np.empty(n, np.float64)
+    for v in range(n):
+        _relabel(cvec, lab, mval, v)
+    parent = np.arange(n)
+    if m == 0:
+        return parent, lab
+
+    bits = 4
+    while (1 << bits) < 2 * m + 2:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = 64 - bits
+    table = np.full(1 << bits, -1, np.int32)
+    filled = 0
+
+    # Half-edge h = 2e + side: ends[h] is the cluster on that side, nxt[h] links the cluster's list.
+    ends = np.empty(2 * m, np.int32)
+    ew = np.empty(m, np.float64)
+    alive = np.zeros(m, np.bool_)
+    stamp = np.zeros(m, np.int32)
+    nxt = np.empty(2 * m, np.int32)
+    head = np.full(n, -1, np.int32)
+    tail = np.full(n, -1, np.int32)
+    length = np.zeros(n, np.int64)
+
+    for e in range(m):
+        u = np.int64(min(edges[e, 0], edges[e, 1]))
+        v = np.int64(max(edges[e, 0], edges[e, 1]))
+        e2 = _hfind(table, shift, mask, ends, n, u, v)
+        if e2 >= 0:
+            ew[e2] += edge_costs[e]
+            continue
+        ends[2 * e] = u
+        ends[2 * e + 1] = v
+        _hinsert(table, shift, mask, n, u, v, e)
+        filled += 1
+        ew[e] = edge_costs[e]
+        alive[e] = True
+        for h in (2 * e, 2 * e + 1):
+            x = ends[h]
+            nxt[h] = -1
+            if head[x] == -1:
+                head[x] = h
+            else:
+                nxt[tail[x]] = h
+            tail[x] = h
+            length[x] += 1
+
+    # Initial (and re-swept) entries are consumed in sorted order from ``keys``; entries queued
+    # while contracting go to the 4-ary max-heap. Each step takes the larger of the two heads.
+    keys = np.empty(m, np.int64)
+    tmp = np.empty(m, np.int64)
+    heap = np.empty(m + 16, np.int64)
+    size = 0
+    ptr = _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp) - 1
+    while ptr >= 0:
+        while ptr >= 0 or size > 0:
+            if size == 0 or (ptr >= 0 and keys[ptr] > heap[0]):
+                item = keys[ptr]
+                ptr -= 1
+            else:
+                item, size = _heap_pop(heap, size)
+            e = item & _LOW32
+            ib = item >> 32
+            if not alive[e] or stamp[e] != ib:
+                continue
+            a = np.int64(ends[2 * e])
+            b = np.int64(ends[2 * e + 1])
+            gb = _gain_bits(_gain(cvec, lab, mval, a, b, ew[e]))
+            if gb < ib:
+                # The gain dropped since the entry was queued: queue it again at its true value.
+                stamp[e] = gb
+                if gb > 0:
+                    heap, size = _push_grow(heap, size, (gb << 32) | e)
+                continue
+            # Contract e: the cluster with the shorter edge list (a) is merged into b.
+            if length[a] > length[b]:
+                a, b = b, a
+            alive[e] = False
+            for k in range(k_cls):
+                cvec[b, k] += cvec[a, k]
+            _relabel(cvec, lab, mval, b)
+            parent[a] = b
+            kh = -1
+            kt = -1
+            kcount = 0
+            h = head[a]
+            while h != -1:
+                hn = nxt[h]
+                e2 = h >> 1
+                if alive[e2]:
+                    c = np.int64(ends[h ^ 1])
+                    e3 = _hfind(table, shift, mask, ends, n, min(b, c), max(b, c))
+                    if e3 >= 0:
+                        # Parallel edge: fold e2 into e3 and re-queue e3 if its gain grew.
+                        alive[e2] = False
+                        ew[e3] += ew[e2]
+                        gb = _gain_bits(_gain(cvec, lab, mval, b, c, ew[e3]))
+                        if gb > stamp[e3]:
+                            stamp[e3] = gb
+                            heap, size = _push_grow(heap, size, (gb << 32) | e3)
+                    else:
+                        ends[h] = b
+                        _hinsert(table, shift, mask, n, min(b, c), max(b, c), e2)
+                        filled += 1
+                        nxt[h] = -1
+                        if kh == -1:
+                            kh = h
+                        else:
+                            nxt[kt] = h
+                        kt = h
+                        kcount += 1
+                h = hn
+            head[a] = -1
+            tail[a] = -1
+            length[a] = 0
+            if kh != -1:
+                if head[b] == -1:
+                    head[b] = kh
+                else:
+                    nxt[tail[b]] = kh
+                tail[b] = kt
+                length[b] += kcount
+            if filled > (mask >> 1) + (mask >> 2):
+                filled = _rehash(table, shift, mask, ends, alive, n)
+        # Gains may have grown while their entries were stale: re-queue every positive one.
+        ptr = _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp) - 1
+
+    for v in range(n):
+        parent[v] = _find(parent, v)
+    return parent, lab
+
+
+# ----------------------------------------------------------------------------- local search
+
+_JOIN = 1
+_STUFF = 2
+_SINGLE = 3
+_KL_CAP = 64  # Kernighan-Lin passes start from clusters of at most this many items
+
+
+@nb.njit(**_JIT)
+def _csr(n, edges, weights):
+    """Symmetric adjacency (indptr, neighbour, weight) of an edge list over n nodes."""
+    m = edges.shape[0]
+    indptr = np.zeros(n + 1, np.int64)
+    for e in range(m):
+        indptr[edges[e, 0] + 1] += 1
+        indptr[edges[e, 1] + 1] += 1
+    for v in range(n):
+        indptr[v + 1] += indptr[v]
+    fill = indptr[:-1].copy()
+    nbr = np.empty(2 * m, np.int32)
+    wt = np.empty(2 * m, np.float64)
+    for e in range(m):
+        u = edges[e, 0]
+        v = edges[e, 1]
+        nbr[fill[u]] = v
+        wt[fill[u]] = weights[e]
+        fill[u] += 1
+        nbr[fill[v]] = u
+        wt[fill[v]] = weights[e]
+        fill[v] += 1
+    return indptr, nbr, wt
+
+
+@nb.njit(**_JIT)
+def _compact(cl, clab, parent):
+    """Point every item at a root and renumber the used clusters 0..C-1 in order of first use.
+
+    Returns (C, labels of the new clusters, sizes of the new clusters).
+    """
+    cap = parent.shape[0]
+    newid = np.full(cap, -1, np.int64)
+    count = 0
+    for v in range(cl.shape[0]):
+        r = _find(parent, cl[v])
+        if newid[r] < 0:
+            newid[r] = count
+            count += 1
+        cl[v] = newid[r]
+    nlab = np.empty(count, np.int64)
+    nsize = np.zeros(count, np.int64)
+    for r in range(cap):
+        if newid[r] >= 0:
+            nlab[newid[r]] = clab[r]
+    for v in range(cl.shape[0]):
+        nsize[cl[v]] += 1
+    return count, nlab, nsize
+
+
+@nb.njit(**_JIT)
+def _state(cl, clab, parent, spare):
+    """Compact a partition and allocate union-find storage with ``spare`` free cluster ids.
+
+    Returns (parent, labels, sizes, number of clusters in use).
+    """
+    count, nlab, nsize = _compact(cl, clab, parent)
+    cap = count + spare + 1
+    parent = np.arange(cap)
+    labels = np.zeros(cap, np.int64)
+    sizes = np.zeros(cap, np.int64)
+    labels[:count] = nlab
+    sizes[:count] = nsize
+    return parent, labels, sizes, count
+
+
+@nb.njit(**_JIT)
+def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
+    """Move items (nodes, or clusters on the cluster graph) between clusters while it pays.
+
+    Item v may join an adjacent thing cluster, join every adjacent cluster of a stuff class (or
+    start that class alone when none is adjacent), or become a thing singleton; the best move is
+    applied when it lowers the objective by more than ``tol``, and v's neighbours are re-queued.
+    ``cl`` maps items to cluster ids (union-find ``parent``), ``clab``/``csize`` are per cluster.
+    Returns (number of moves, number of cluster ids in use, the possibly reallocated state).
+    """
+    n_items, k_cls = cost.shape
+    cap = parent.shape[0]
+    acc = np.zeros(cap, np.float64)
+    mark = np.full(cap, -1, np.int64)
+    lsum = np.zeros(k_cls, np.float64)
+    queue = np.arange(n_items)
+    queued = np.ones(n_items, np.bool_)
+    q_head = 0
+    q_len = n_items
+    moves = 0
+    max_deg = 0
+    for v in range(n_items):
+        max_deg = max(max_deg, indptr[v + 1] - indptr[v])
+    touched = np.empty(max_deg + 1, np.int64)
+    token = 0
+    while q_len > 0:
+        if used == cap:
+            # Out of fresh cluster ids: renumber the clusters in use and enlarge the id space.
+            used, nlab, nsize = _compact(cl, clab, parent)
+            cap = 2 * used + 2
+            parent = np.arange(cap)
+            clab = _grow(nlab, cap)
+            csize = _grow(nsize, cap)
+            acc = np.zeros(cap, np.float64)
+            mark = np.full(cap, -1, np.int64)
+        token += 1
+        v = queue[q_head]
+        q_head = q_head + 1 if q_head + 1 < n_items else 0
+        q_len -= 1
+        queued[v] = False
+        p = _find(parent, cl[v])
+        cl[v] = p
+        lp = clab[p]
+        nt = 0
+        for j in range(indptr[v], indptr[v + 1]):
+            q = _find(parent, cl[nbr[j]])
+            if mark[q] != token:
+                mark[q] = token
+                acc[q] = 0.0
+                touched[nt] = q
+                nt += 1
+            acc[q] += wt[j]
+        w_own = acc[p] if mark[p] == token else 0.0
+        base = cost[v, lp] - w_own
+        best = -tol
+        kind = 0
+        target = -1
+        for k in range(k_cls):
+            lsum[k] = 0.0
+        for t in range(nt):
+            q = touched[t]
+            if q == p:
+                continue
+            lq = clab[q]
+            if thing[lq]:
+                d = cost[v, lq] - base - acc[q]
+                if d < best:
+                    best = d
+                    kind = _JOIN
+                    target = q
+            else:
+                lsum[lq] += acc[q]
+        for k in range(k_cls):
+            if thing[k]:
+                d = cost[v, k] - base
+                if d < best:
+                    best = d
+                    kind = _SINGLE
+                    target = k
+            elif k != lp:
+                d = cost[v, k] - base - lsum[k]
+                if d < best:
+                    best = d
+                    kind = _STUFF
+                    target = k
+        if kind == 0:
+            continue
+        csize[p] -= 1
+        if kind == _JOIN:
+            dest = target
+        else:
+            dest = -1
+            if kind == _STUFF:
+                for t in range(nt):
+                    q = touched[t]
+                    if q != p and clab[q] == target:
+                        if dest < 0:
+                            dest = q
+                        else:
+                            parent[q] = dest
+                            csize[dest] += csize[q]
+            if dest < 0:
+                if csize[p] == 0:
+                    dest = p
+                else:
+                    dest = used
+                    used += 1
+                clab[dest] = target
+        cl[v] = dest
+        csize[dest] += 1
+        moves += 1
+        for j in range(indptr[v], indptr[v + 1]):
+            u = nbr[j]
+            if not queued[u]:
+                queued[u] = True
+                tail = q_head + q_len
+                queue[tail if tail < n_items else tail - n_items] = u
+                q_len += 1
+    return moves, used, clab, csize, parent
+
+
+@nb.njit(**_JIT)
+def _grow(arr, size):
+    """Copy of ``arr`` zero-padded to ``size`` entries."""
+    out = np.zeros(size, arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+@nb.njit(**_JIT)
+def _cluster_graph(cl, n_cl, edges, weights):
+    """Edges between distinct clusters with summed weights: (pairs [Ec, 2], weights [Ec])."""
+    m = edges.shape[0]
+    n_cut = 0
+    for e in range(m):
+        if cl[edges[e, 0]] != cl[edges[e, 1]]:
+            n_cut += 1
+    bits = 4
+    while (1 << bits) < 2 * n_cut + 2:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = 64 - bits
+    keys = np.full(1 << bits, -1, np.int64)
+    slot_idx = np.empty(1 << bits, np.int64)
+    pairs = np.empty((n_cut, 2), np.int64)
+    cw = np.zeros(n_cut, np.float64)
+    count = 0
+    for e in range(m):
+        a = cl[edges[e, 0]]
+        b = cl[edges[e, 1]]
+        if a == b:
+            continue
+        if a > b:
+            a, b = b, a
+        key = a * n_cl + b
+        i = ((key * _HASH_MUL) >> shift) & mask
+        while keys[i] != -1 and keys[i] != key:
+            i = (i + 1) & mask
+        if keys[i] == -1:
+            keys[i] = key
+            slot_idx[i] = count
+            pairs[count, 0] = a
+            pairs[count, 1] = b
+            count += 1
+        cw[slot_idx[i]] += weights[e]
+    return pairs[:count], cw[:count]
+
+
+@nb.njit(**_JIT)
+def _cluster_level(cl, clab, parent, node_costs, edges, edge_costs, thing):
+    """Move sweep and KL round on the cluster graph (whole clusters move).
+
+    Returns (moves, parent, labels).
+
+    On return ``cl`` holds cluster ids of the refined partition under the returned union-find.
+    """
+    n_cl, nlab, _ = _compact(cl, clab, parent)
+    k_cls = node_costs.shape[1]
+    ccost = np.zeros((n_cl, k_cls), np.float64)
+    for v in range(cl.shape[0]):
+        for k in range(k_cls):
+            ccost[cl[v], k] += node_costs[v, k]
+    pairs, cw = _cluster_graph(cl, n_cl, edges, edge_costs)
+    indptr, nbr, wt = _csr(n_cl, pairs, cw)
+    cap = 2 * n_cl + 2
+    cl1 = np.arange(n_cl)
+    parent1 = np.arange(cap)
+    clab1 = _grow(nlab, cap)
+    csize1 = _grow(np.ones(n_cl, np.int64), cap)
+    scale = np.abs(ccost).max() if n_cl > 0 else 0.0
+    if cw.shape[0] > 0:
+        scale += np.abs(cw).max()
+    tol = 1e-9 * scale
+    moves, used, clab1, csize1, parent1 = _sweep(
+        indptr, nbr, wt, ccost, cl1, clab1, csize1, parent1, n_cl, thing, tol
+    )
+    parent1, clab1, csize1, used = _state(cl1, clab1, parent1, n_cl)
+    gain, _ = _kl_round(
+        indptr, nbr, wt, ccost, cl1, clab1, csize1, parent1, used, thing, tol, _KL_CAP
+    )
+    if gain < 0.0:
+        moves += 1
+    for v in range(cl.shape[0]):
+        cl[v] = cl1[cl[v]]
+    return moves, parent1, clab1
+
+
+@nb.njit(inline="always", **_JIT)
+def _root(parent, x):
+    """Union-find root without path compression (so merges can be undone in reverse order)."""
+    while parent[x] != x:
+        x = parent[x]
+    return x
+
+
+@nb.njit(**_JIT)
+def _move_delta(v, x, y, indptr, nbr, wt, cost, cl, clab, parent, thing):
+    """Objective change of moving item v from cluster x to cluster y.
+
+    When y is a stuff cluster, every other cluster of that class touching v merges with it too, so
+    all of v's edges into that class become uncut.
+    """
+    ly = clab[y]
+    stuff = not thing[ly]
+    wx = 0.0
+    wy = 0.0
+    for j in range(indptr[v], indptr[v + 1]):
+        q = _root(parent, cl[nbr[j]])
+        if q == x:
+            wx += wt[j]
+        elif q == y or (stuff and clab[q] == ly):
+            wy += wt[j]
+    return cost[v, ly] - cost[v, clab[x]] + wx - wy
+
+
+@nb.njit(inline="always", **_JIT)
+def _kl_target(x, a, b):
+    """Destination of an item in cluster x: the other side of pair (a, b), or a when growing a."""
+    if b < 0:
+        return a if x != a else -1
+    if x == a:
+        return b
+    return a if x == b else -1
+
+
+@nb.njit(**_JIT)
+def _kl(a, b, seeds, indptr, nbr, wt, cost, cl, clab, csize, parent, thing, tol, ws, max_steps):
+    """Kernighan-Lin pass: move items one at a time (each at most once, best first, even when a
+    move alone does not pay) and keep the best prefix of the sequence.
+
+    With ``b >= 0`` items swap between clusters a and b; with ``b < 0`` cluster a grows by taking
+    items from any neighbour. Seeds are the items first considered; neighbours of moved items join
+    the candidates; at most ``max_steps`` moves are tried. ``ws`` = (version, lock, seen, lock id)
+    work arrays. Returns the objective change kept (<= -tol, or 0.0 when nothing was kept).
+    """
+    ver, lock, seen, lock_ref = ws
+    lock_ref[0] += 1
+    lock_id = lock_ref[0]
+    hkey = np.empty(max(16, 2 * seeds.shape[0]), np.float64)
+    hval = np.empty(hkey.shape[0], np.int64)
+    size = 0
+    n_seeds = 0
+    for i in range(seeds.shape[0]):
+        v = seeds[i]
+        if seen[v] == lock_id:
+            continue
+        seen[v] = lock_id
+        x = _root(parent, cl[v])
+        y = _kl_target(x, a, b)
+        if y >= 0:
+            n_seeds += 1
+            ver[v] += 1
+            d = _move_delta(v, x, y, indptr, nbr, wt, cost, cl, clab, parent, thing)
+            hkey, hval, size = _minheap_push(hkey, hval, size, d, v * 65536 + (ver[v] & 65535))
+    limit = min(2 * n_seeds + 16, max_steps)
+    if b >= 0:
+        limit = min(limit, csize[a] + csize[b])
+    # Log of changes: kind 0 = item moved (who, its previous cl entry), kind 1 = cluster merged
+    # (who, into); undone in reverse order.
+    kind = np.empty(4 * limit + 4, np.int8)
+    who = np.empty(kind.shape[0], np.int64)
+    whr = np.empty(kind.shape[0], np.int64)
+    n_log = 0
+    steps = 0
+    total = 0.0
+    best = -tol
+    best_log = 0
+    while size > 0 and steps < limit:
+        d, item, size = _minheap_pop(hkey, hval, size)
+        v = item // 65536
+        if lock[v] == lock_id or (ver[v] & 65535) != item % 65536:
+            continue
+        x = _root(parent, cl[v])
+        y = _kl_target(x, a, b)
+        if n_log + indptr[v + 1] - indptr[v] + 1 > kind.shape[0]:
+            kind = _grow(kind, 2 * kind.shape[0] + indptr[v + 1] - indptr[v])
+            who = _grow(who, kind.shape[0])
+            whr = _grow(whr, kind.shape[0])
+        if not thing[clab[y]]:
+            for j in range(indptr[v], indptr[v + 1]):
+                q = _root(parent, cl[nbr[j]])
+                if q != x and q != y and clab[q] == clab[y]:
+                    parent[q] = y
+                    csize[y] += csize[q]
+                    kind[n_log] = 1
+                    who[n_log] = q
+                    whr[n_log] = y
+                    n_log += 1
+        kind[n_log] = 0
+        who[n_log] = v
+        whr[n_log] = cl[v]
+        n_log += 1
+        cl[v] = y
+        csize[x] -= 1
+        csize[y] += 1
+        lock[v] = lock_id
+        steps += 1
+        total += d
+        if total < best:
+            best = total
+            best_log = n_log
+        for j in range(indptr[v], indptr[v + 1]):
+            u = nbr[j]
+            xu = _root(parent, cl[u])
+            yu = _kl_target(xu, a, b)
+            if yu >= 0 and lock[u] != lock_id:
+                ver[u] += 1
+                du = _move_delta(u, xu, yu, indptr, nbr, wt, cost, cl, clab, parent, thing)
+                hkey, hval, size = _minheap_push(hkey, hval, size, du, u * 65536 + (ver[u] & 65535))
+    for i in range(n_log - 1, best_log - 1, -1):
+        if kind[i] == 0:
+            v = who[i]
+            csize[_root(parent, cl[v])] -= 1
+            cl[v] = whr[i]
+            csize[_root(parent, cl[v])] += 1
+        else:
+            parent[who[i]] = who[i]
+            csize[whr[i]] -= csize[who[i]]
+    return best if best_log > 0 else 0.0
+
+
+@nb.njit(inline="always", **_JIT)
+def _less(k1, v1, k2, v2):
+    """Lexicographic order on (key, value) pairs."""
+    return k1 < k2 or (k1 == k2 and v1 < v2)
+
+
+@nb.njit(**_JIT)
+def _minheap_push(hkey, hval, size, key, val):
+    """Push (key, val) onto a binary min-heap, growing storage when full.
+
+    Returns (keys, values, new size).
+    """
+    if size == hkey.shape[0]:
+        hkey = _grow(hkey, 2 * size)
+        hval = _grow(hval, 2 * size)
+    i = size
+    while i > 0:
+        p = (i - 1) >> 1
+        if not _less(key, val, hkey[p], hval[p]):
+            break
+        hkey[i] = hkey[p]
+        hval[i] = hval[p]
+        i = p
+    hkey[i] = key
+    hval[i] = val
+    return hkey, hval, size + 1
+
+
+@nb.njit(**_JIT)
+def _minheap_pop(hkey, hval, size):
+    """Pop the smallest (key, val) of a binary min-heap; returns key, val and the new size."""
+    key = hkey[0]
+    val = hval[0]
+    size -= 1
+    if size > 0:
+        lk = hkey[size]
+        lv = hval[size]
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= size:
+                break
+            if c + 1 < size and _less(hkey[c + 1], hval[c + 1], hkey[c], hval[c]):
+                c += 1
+            if not _less(hkey[c], hval[c], lk, lv):
+                break
+            hkey[i] = hkey[c]
+            hval[i] = hval[c]
+            i = c
+        hkey[i] = lk
+        hval[i] = lv
+    return key, val, size
+
+
+@nb.njit(**_JIT)
+def _group(keys, n_groups):
+    """Counting sort of positions by key: (start offsets [n_groups + 1], positions grouped)."""
+    start = np.zeros(n_groups + 1, np.int64)
+    for i in range(keys.shape[0]):
+        start[keys[i] + 1] += 1
+    for g in range(n_groups):
+        start[g + 1] += start[g]
+    fill = start[:-1].copy()
+    order = np.empty(keys.shape[0], np.int64)
+    for i in range(keys.shape[0]):
+        order[fill[keys[i]]] = i
+        fill[keys[i]] += 1
+    return start, order
+
+
+@nb.njit(**_JIT)
+def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, kl_cap):
+    """One Kernighan-Lin round over small clusters (at most ``kl_cap`` items): each adjacent pair
+    with a small side, each small cluster against a fresh empty cluster of every class (splits and
+    partial relabelling), then each small cluster growing into its neighbours.
+
+    Returns (objective change, number of cluster ids in use).
+    """
+    n_items = cost.shape[0]
+    cap = clab.shape[0]
+    ws = (
+        np.zeros(n_items, np.int64),
+        np.zeros(n_items, np.int64),
+        np.zeros(n_items, np.int64),
+        np.zeros(1, np.int64),
+    )
+    gain = 0.0
+    # Adjacent cluster pairs, each with the items on its boundary, in order of first appearance.
+    root = np.empty(n_items, np.int64)
+    for v in range(n_items):
+        root[v] = _root(parent, cl[v])
+    n_cut = 0
+    for v in range(n_items):
+        for j in range(indptr[v], indptr[v + 1]):
+            if root[nbr[j]] != root[v]:
+                n_cut += 1
+    bits = 4
+    while (1 << bits) < 2 * n_cut + 2:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = 64 - bits
+    keys = np.full(1 << bits, -1, np.int64)
+    pidx = np.empty(1 << bits, np.int64)
+    pa = np.empty(n_cut, np.int64)
+    pb = np.empty(n_cut, np.int64)
+    item_pair = np.empty(n_cut, np.int64)
+    item = np.empty(n_cut, np.int64)
+    n_pairs = 0
+    t = 0
+    for v in range(n_items):
+        for j in range(indptr[v], indptr[v + 1]):
+            a = root[v]
+            b = root[nbr[j]]
+            if a == b:
+                continue
+            if a > b:
+                a, b = b, a
+            key = a * cap + b
+            i = ((key * _HASH_MUL) >> shift) & mask
+            while keys[i] != -1 and keys[i] != key:
+                i = (i + 1) & mask
+            if keys[i] == -1:
+                keys[i] = key
+                pidx[i] = n_pairs
+                pa[n_pairs] = a
+                pb[n_pairs] = b
+                n_pairs += 1
+            item_pair[t] = pidx[i]
+            item[t] = v
+            t += 1
+    start, order = _group(item_pair, n_pairs)
+    seeds = item[order]
+    for p in range(n_pairs):
+        a = _root(parent, pa[p])
+        b = _root(parent, pb[p])
+        if a != b:
+            gain += _kl(
+                a,
+                b,
+                seeds[start[p] : start[p + 1]],
+                indptr,
+                nbr,
+                wt,
+                cost,
+                cl,
+                clab,
+                csize,
+                parent,
+                thing,
+                tol,
+                ws,
+                4 * kl_cap,
+            )
+    # Splits: clusters against a fresh empty cluster of each class (a thing cluster's own class
+    # included).
+    for v in range(n_items):
+        root[v] = _root(parent, cl[v])
+    start, members = _group(root, cap)
+    for c in range(cap):
+        size_c = start[c + 1] - start[c]
+        if size_c < 2 or size_c > kl_cap:
+            continue
+        for k in range(cost.shape[1]):
+            if used == cap:
+                break
+            if k == clab[c] and not thing[k]:
+                continue
+            if _root(parent, c) != c:
+                break
+            fresh = used
+            clab[fresh] = k
+            csize[fresh] = 0
+            g = _kl(
+                c,
+                fresh,
+                members[start[c] : start[c + 1]],
+                indptr,
+                nbr,
+                wt,
+                cost,
+                cl,
+                clab,
+                csize,
+                parent,
+                thing,
+                tol,
+                ws,
+                4 * kl_cap,
+            )
+            if g < 0.0:
+                gain += g
+                used += 1
+    # Growth: every cluster against all its neighbours, seeded with the items just outside it.
+    for v in range(n_items):
+        root[v] = _root(parent, cl[v])
+    n_out = 0
+    for v in range(n_items):
+        for j in range(indptr[v], indptr[v + 1]):
+            if root[nbr[j]] != root[v]:
+                n_out += 1
+    inside = np.empty(n_out, np.int64)
+    outside = np.empty(n_out, np.int64)
+    t = 0
+    for v in range(n_items):
+        for j in range(indptr[v], indptr[v + 1]):
+            if root[nbr[j]] != root[v]:
+                inside[t] = root[v]
+                outside[t] = nbr[j]
+                t += 1
+    start, order = _group(inside, cap)
+    outside = outside[order]
+    for c in range(cap):
+        if start[c + 1] > start[c] and _root(parent, c) == c and 0 < csize[c] <= kl_cap:
+            gain += _kl(
+                c,
+                -1,
+                outside[start[c] : start[c + 1]],
+                indptr,
+                nbr,
+                wt,
+                cost,
+                cl,
+                clab,
+                csize,
+                parent,
+                thing,
+                tol,
+                ws,
+                4 * kl_cap,
+            )
+    return gain, used
+
+
+@nb.njit(**_JIT)
+def solve_cpu(node_costs, edges, edge_costs, thing, max_rounds):
+    """Greedy contraction, stuff merge and up to ``max_rounds`` local-search rounds.
+
+    ``thing[k]`` marks partitionable classes. Returns (labels, components, cut, objective);
+    component ids are 0..C-1 in order of first node.
+    """
+    n = node_costs.shape[0]
+    m = edges.shape[0]
+    root, rlab = greedy_contraction(node_costs, edges, edge_costs)
+    cl = root.copy()
+    parent, clab, csize, used = _state(cl, rlab, np.arange(n), n)
+    # Clusters of the same stuff class that touch must be one segment.
+    for e in range(m):
+        a = _find(parent, cl[edges[e, 0]])
+        b = _find(parent, cl[edges[e, 1]])
+        if a != b and clab[a] == clab[b] and not thing[clab[a]]:
+            if csize[a] < csize[b]:
+                a, b = b, a
+            parent[b] = a
+            csize[a] += csize[b]
+    if max_rounds > 0 and n > 0:
+        indptr, nbr, wt = _csr(n, edges, edge_costs)
+        scale = np.abs(node_costs).max()
+        if m > 0:
+            scale += np.abs(edge_costs).max()
+        for _ in range(max_rounds):
+            moves0, used, clab, csize, parent = _sweep(
+                indptr, nbr, wt, node_costs, cl, clab, csize, parent, used, thing, 1e-9 * scale
+            )
+            moves1, parent1, clab1 = _cluster_level(
+                cl, clab, parent, node_costs, edges, edge_costs, thing
+            )
+            parent, clab, csize, used = _state(cl, clab1, parent1, n)
+            gain, used = _kl_round(
+                indptr,
+                nbr,
+                wt,
+                node_costs,
+                cl,
+                clab,
+                csize,
+                parent,
+                used,
+                thing,
+                1e-9 * scale,
+                _KL_CAP,
+            )
+            if moves0 + moves1 == 0 and gain == 0.0:
+                break
+
+    labels = np.empty(n, np.int64)
+    for v in range(n):
+        r = _find(parent, cl[v])
+        cl[v] = r
+        labels[v] = clab[r]
+    same = np.empty(m, np.bool_)
+    for e in range(m):
+        same[e] = cl[edges[e, 0]] == cl[edges[e, 1]]
+    components = connected_components(n, edges, same)
+    cut = np.empty(m, np.bool_)
+    objective = 0.0
+    for v in range(n):
+        objective += node_costs[v, labels[v]]
+    for e in range(m):
+        cut[e] = components[edges[e, 0]] != components[edges[e, 1]]
+        if cut[e]:
+            objective += edge_costs[e]
+    return labels, components, cut, objective
+
+
+@nb.njit(**_JIT)
+def connected_components(n, edges, joined):
+    """Component id (0..C-1, in order of first node) of every node over the ``joined`` edges."""
+    uf = np.arange(n)
+    for e in range(edges.shape[0]):
+        if joined[e]:
+            ru = _find(uf, edges[e, 0])
+            rv = _find(uf, edges[e, 1])
+            if ru != rv:
+                uf[max(ru, rv)] = min(ru, rv)
+    comp = np.full(n, -1, np.int64)
+    count = 0
+    for v in range(n):
+        r = _find(uf, v)
+        if comp[r] < 0:
+            comp[r] = count
+            count += 1
+        comp[v] = comp[r]
+    return comp

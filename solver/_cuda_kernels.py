@@ -17,13 +17,15 @@ from numba.cuda import config
 #: True when numba runs kernels in its pure-Python CUDA simulator.
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 #: Threads per block (small under the simulator: every thread is a Python thread there).
-TPB = 4 if SIMULATOR else 256
+TPB = 2 if SIMULATOR else 256
 #: Elements summed serially by one thread of the tile scan.
 ITEMS = 4 if SIMULATOR else 8
 #: Elements scanned by one block.
 TILE = TPB * ITEMS
 #: Upper bound on blocks of a grid-stride launch.
 MAX_BLOCKS = 1 if SIMULATOR else 4096
+#: Distinct neighbouring segments a node considers in local search (grid graphs need ~20).
+MAX_NEIGHBOUR_KEYS = 32
 #: "No edge" marker of the per-cluster best-edge array.
 NO_EDGE = np.int32(2**31 - 1)
 _H1 = np.int64(2654435761)
@@ -189,7 +191,7 @@ def k_scan_add(out, n, offs, ntiles):
 
 
 @cuda.jit
-def k_cluster_min(cost, n, k, mval, lab, bestg, beste, parent):
+def k_cluster_min(cost, n, k, mval, lab, bestg, beste):
     """Per cluster: cheapest class (lowest index on ties) and its cost; resets round state."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for u in range(start, n, step):
@@ -204,7 +206,6 @@ def k_cluster_min(cost, n, k, mval, lab, bestg, beste, parent):
         lab[u] = arg
         bestg[u] = 0.0
         beste[u] = NO_EDGE
-        parent[u] = u
 
 
 @cuda.jit
@@ -376,26 +377,28 @@ def k_fill(grp, n, off, cnt, members):
             members[off[g] + old - 1] = i
 
 
-@cuda.jit(device=True)
-def _sort_segment(members, s, t):
-    """Insertion sort of members[s:t] (segments are short)."""
-    for a in range(s + 1, t):
-        x = members[a]
-        b = a - 1
-        while b >= s and members[b] > x:
-            members[b + 1] = members[b]
-            b -= 1
-        members[b + 1] = x
+@cuda.jit
+def k_sort_segments(off, ng, members):
+    """Insertion sort of every group's segment members[off[g]:off[g+1]] (segments are short)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for g in range(start, ng, step):
+        s = off[g]
+        for a in range(s + 1, off[g + 1]):
+            x = members[a]
+            b = a - 1
+            while b >= s and members[b] > x:
+                members[b + 1] = members[b]
+                b -= 1
+            members[b + 1] = x
 
 
 @cuda.jit
 def k_sum_costs(off, members, ng, old, k, new):
-    """new[g] = sum of old[m] over g's members in increasing order."""
+    """new[g] = sum of old[m] over g's (sorted) members, in increasing order."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for g in range(start, ng, step):
         s = off[g]
         t = off[g + 1]
-        _sort_segment(members, s, t)
         for c in range(k):
             acc = 0.0
             for a in range(s, t):
@@ -465,7 +468,6 @@ def k_sum_edges(off, members, ng, eu, ev, ew, nid, eu2, ev2, ew2):
     for g in range(start, ng, step):
         s = off[g]
         t = off[g + 1]
-        _sort_segment(members, s, t)
         first = members[s]
         a = nid[eu[first]]
         b = nid[ev[first]]
@@ -477,18 +479,137 @@ def k_sum_edges(off, members, ng, eu, ev, ew, nid, eu2, ev2, ew2):
         ew2[g] = acc
 
 
-# ----------------------------------------------------------------------------- stuff merge, output
+# ----------------------------------------------------------------------------- local search
 
 
 @cuda.jit
-def k_hook(eu, ev, ne, lab, stuff, parent, flag, stamp):
-    """Links the roots of clusters of one stuff class joined by an edge (lower id wins)."""
+def k_half_ends(eu, ev, m, ends):
+    """ends[2e] = eu[e], ends[2e + 1] = ev[e]: the node owning each half-edge."""
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for e in range(start, ne, step):
+    for e in range(start, m, step):
+        ends[2 * e] = eu[e]
+        ends[2 * e + 1] = ev[e]
+
+
+@cuda.jit
+def k_node_keys(node_cl, ntot, lab, stuff, k, cls, key):
+    """Segment key of every node: its class for stuff, K + cluster id for things."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, ntot, step):
+        c = lab[node_cl[i]]
+        cls[i] = c
+        key[i] = c if stuff[c] != 0 else k + np.int64(node_cl[i])
+
+
+@cuda.jit
+def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, ntot, fresh, key, cls, delta, tkey, tcls):
+    """Best single-node move of every node and its objective change (0 when none improves).
+
+    Nodes are in segments named by ``key`` (stuff: the class, so adjacent nodes of one stuff class
+    are always joined; things: an id). A node may join the segment of a neighbour (taking its
+    class), join a stuff class no neighbour has, or open a new thing segment ``fresh + node``.
+    """
+    ks = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.int64)
+    ss = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.float64)
+    kc = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.int32)
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for v in range(start, ntot, step):
+        a = key[v]
+        lv = cls[v]
+        here = cost[v, lv]
+        scale = abs(here)
+        own = 0.0
+        m = 0
+        overflow = False
+        for j in range(off[v], off[v + 1]):
+            h = half[j]
+            e = h >> 1
+            x = ev[e] if (h & 1) == 0 else eu[e]
+            w = ew[e]
+            scale += abs(w)
+            b = key[x]
+            if b == a:
+                own += w
+                continue
+            q = 0
+            while q < m and ks[q] != b:
+                q += 1
+            if q == m:
+                if m == MAX_NEIGHBOUR_KEYS:
+                    overflow = True
+                    continue
+                ks[m] = b
+                ss[m] = 0.0
+                kc[m] = cls[x]
+                m += 1
+            ss[q] += w
+        best = 0.0
+        bkey = a
+        bcls = lv
+        for q in range(m):
+            d = cost[v, kc[q]] - here + own - ss[q]
+            if d < best:
+                best = d
+                bkey = ks[q]
+                bcls = kc[q]
+        for c in range(k):
+            target = fresh + v
+            if stuff[c] != 0:
+                if overflow or a == c:
+                    continue
+                q = 0
+                while q < m and ks[q] != c:
+                    q += 1
+                if q < m:
+                    continue
+                target = np.int64(c)
+            d = cost[v, c] - here + own
+            if d < best:
+                best = d
+                bkey = target
+                bcls = c
+        delta[v] = best if best < -1e-9 * scale else 0.0
+        tkey[v] = bkey
+        tcls[v] = bcls
+
+
+@cuda.jit
+def k_ls_apply(off, half, eu, ev, ntot, delta, tkey, tcls, key, cls, flag, stamp):
+    """Applies the moves that beat every improving neighbour (lower change, then lower id).
+
+    Moving nodes are never adjacent, so the changes add up exactly and the objective drops.
+    """
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for v in range(start, ntot, step):
+        d = delta[v]
+        if d >= 0.0:
+            continue
+        wins = True
+        for j in range(off[v], off[v + 1]):
+            h = half[j]
+            e = h >> 1
+            x = ev[e] if (h & 1) == 0 else eu[e]
+            dx = delta[x]
+            if dx < d or (dx == d and x < v):
+                wins = False
+                break
+        if wins:
+            key[v] = tkey[v]
+            cls[v] = tcls[v]
+            flag[0] = stamp
+
+
+# ----------------------------------------------------------------------------- segments, output
+
+
+@cuda.jit
+def k_hook(eu, ev, m, key, parent, flag, stamp):
+    """Links the roots of the ends of every uncut edge (equal keys); the lower id wins."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, m, step):
         u = eu[e]
         v = ev[e]
-        c = lab[u]
-        if c == lab[v] and stuff[c] != 0:
+        if key[u] == key[v]:
             pu = parent[u]
             pv = parent[v]
             if pu != pv:
@@ -498,7 +619,7 @@ def k_hook(eu, ev, ne, lab, stuff, parent, flag, stamp):
 
 @cuda.jit
 def k_compress(parent, n):
-    """Pointer jumping until every cluster points at its root."""
+    """Pointer jumping until every node points at its root."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for u in range(start, n, step):
         p = parent[u]
@@ -511,21 +632,19 @@ def k_compress(parent, n):
 
 @cuda.jit
 def k_is_root(parent, n, isroot):
-    """isroot[u] = 1 when cluster u is its segment's root."""
+    """isroot[u] = 1 when node u is its segment's root (its lowest node)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for u in range(start, n, step):
         isroot[u] = 1 if parent[u] == u else 0
 
 
 @cuda.jit
-def k_outputs(node_cl, ntot, nper, parent, lab, compid, labels, comp):
+def k_outputs(ntot, nper, parent, cls, compid, labels, comp):
     """Per node: class and segment id, numbered from 0 inside each image in order of first node."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, ntot, step):
-        r = parent[node_cl[i]]
-        first = parent[node_cl[(i // nper) * nper]]
-        labels[i] = lab[r]
-        comp[i] = compid[r] - compid[first]
+        labels[i] = cls[i]
+        comp[i] = compid[parent[i]] - compid[(i // nper) * nper]
 
 
 @cuda.jit

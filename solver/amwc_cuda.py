@@ -36,6 +36,9 @@ from .checks import is_torch, validate_partitionable
 
 __all__ = ["solve_amwc_cuda", "solve_amwc_cuda_batch"]
 
+#: Cap on parallel local-search iterations (each applies a conflict-free set of improving moves).
+LOCAL_SEARCH_ITERS = 100
+
 _ERRORS = {
     kern.ERR_NONFINITE: "node_costs/edge_costs: contain NaN or infinite values",
     kern.ERR_RANGE: "edges: node ids out of range",
@@ -118,45 +121,51 @@ class _Scan:
 
 
 class _Solver:
-    """Device buffers and the round loop for one (possibly batched) instance."""
+    """Device buffers and the stages of one (possibly batched) solve."""
 
     def __init__(self, ntot: int, k: int, etot: int, stream: Any) -> None:
         s = stream
         self.stream = s
         self.k = k
-        dev = cuda.device_array
-        self.cost = [dev((ntot, k), np.float64, stream=s), dev((ntot, k), np.float64, stream=s)]
-        self.mval = dev(ntot, np.float64, stream=s)
-        self.bestg = dev(ntot, np.float64, stream=s)
-        self.lab, self.beste, self.parent, self.ptr, self.mate, self.rep, self.sat = (
-            dev(ntot, np.int32, stream=s) for _ in range(7)
+        self.ntot = ntot
+        self.etot = etot
+
+        def dev(shape: Any, dtype: Any) -> Any:
+            return cuda.device_array(shape, dtype, stream=s)
+
+        # Index 0 keeps the loaded instance; contraction alternates between 1 and 2.
+        self.cost = [dev((ntot, k), np.float64) for _ in range(3)]
+        self.eu = [dev(etot, np.int32) for _ in range(3)]
+        self.ev = [dev(etot, np.int32) for _ in range(3)]
+        self.ew = [dev(etot, np.float64) for _ in range(3)]
+        self.c = 0
+        self.e = 0
+        self.mval, self.bestg, self.delta = (dev(ntot, np.float64) for _ in range(3))
+        self.lab, self.beste, self.ptr, self.mate, self.rep, self.sat = (
+            dev(ntot, np.int32) for _ in range(6)
         )
-        self.isroot, self.nid, self.node_cl, self.low = (
-            dev(ntot, np.int32, stream=s) for _ in range(4)
+        self.low, self.isroot, self.nid, self.node_cl, self.parent, self.cls, self.tcls = (
+            dev(ntot, np.int32) for _ in range(7)
         )
-        self.newid = dev(ntot + 1, np.int32, stream=s)
-        self.eu = [dev(etot, np.int32, stream=s), dev(etot, np.int32, stream=s)]
-        self.ev = [dev(etot, np.int32, stream=s), dev(etot, np.int32, stream=s)]
-        self.ew = [dev(etot, np.float64, stream=s), dev(etot, np.float64, stream=s)]
-        self.gain = dev(etot, np.float64, stream=s)
-        self.slot, self.flag, self.grp = (dev(etot, np.int32, stream=s) for _ in range(3))
-        self.pos = dev(etot + 1, np.int32, stream=s)
+        self.key, self.tkey = dev(ntot, np.int64), dev(ntot, np.int64)
+        self.newid = dev(ntot + 1, np.int32)
+        self.gain = dev(etot, np.float64)
+        self.slot, self.flag, self.grp = (dev(etot, np.int32) for _ in range(3))
+        self.pos = dev(etot + 1, np.int32)
         hsize = 2
         while hsize < 2 * etot:
             hsize *= 2
-        self.keys = dev(hsize, np.int64, stream=s)
-        self.owner = dev(hsize, np.int32, stream=s)
+        self.keys = dev(hsize, np.int64)
+        self.owner = dev(hsize, np.int32)
         gmax = max(ntot, etot)
-        self.cnt = dev(gmax, np.int32, stream=s)
-        self._run(kern.k_zero, gmax, self.cnt, gmax)
-        self.off = dev(gmax + 1, np.int32, stream=s)
-        self.members = dev(gmax, np.int32, stream=s)
+        self.cnt = dev(max(gmax, 2 * etot), np.int32)  # zero between uses
+        self._run(kern.k_zero, self.cnt.shape[0], self.cnt, self.cnt.shape[0])
+        self.off = dev(gmax + 1, np.int32)
+        self.members = dev(gmax, np.int32)
         self.err = cuda.to_device(np.zeros(1, np.int32), stream=s)
         self.stamp_buf = cuda.to_device(np.zeros(1, np.int32), stream=s)
         self.stamp = 0
-        self.scan = _Scan(gmax, s)
-        self.c = 0  # index of the live cost buffer
-        self.e = 0  # index of the live edge buffers
+        self.scan = _Scan(max(gmax, 2 * etot), s)
 
     def _run(self, kernel: Any, n: int, *args: Any) -> None:
         """Grid-stride launch over ``n`` items."""
@@ -168,6 +177,15 @@ class _Solver:
         self.stream.synchronize()
         return int(out[0])
 
+    def _next_stamp(self) -> int:
+        """A fresh value for kernels to write into the progress flag."""
+        self.stamp += 1
+        return self.stamp
+
+    def _changed(self, stamp: int) -> bool:
+        """Whether a kernel wrote ``stamp`` into the progress flag."""
+        return self._read(self.stamp_buf, 0) == stamp
+
     def check_errors(self) -> None:
         """Raise ValueError for the bad-input flags set while loading."""
         bits = self._read(self.err, 0)
@@ -175,11 +193,12 @@ class _Solver:
             if bits & bit:
                 raise ValueError(msg)
 
-    def _group(self, grp: Any, n: int, ng: int) -> None:
-        """CSR of items by group: members[off[g]:off[g+1]] are the items i with grp[i] == g."""
+    def _group(self, grp: Any, n: int, ng: int, off: Any, members: Any) -> None:
+        """CSR by group: members[off[g]:off[g+1]] = the items i with grp[i] == g, sorted."""
         self._run(kern.k_count, n, grp, n, self.cnt)
-        self.scan(self.cnt, ng, self.off)
-        self._run(kern.k_fill, n, grp, n, self.off, self.cnt, self.members)
+        self.scan(self.cnt, ng, off)
+        self._run(kern.k_fill, n, grp, n, off, self.cnt, members)
+        self._run(kern.k_sort_segments, ng, off, ng, members)
 
     def _merge_edges(self, nn: int, ne: int) -> int:
         """Relabel the live edges by ``nid``, drop self-loops, merge parallel edges; new count."""
@@ -199,32 +218,26 @@ class _Solver:
         self.scan(self.flag, ne, self.pos)
         ne2 = self._read(self.pos, ne)
         self._run(kern.k_edge_group, ne, self.slot, self.owner, self.pos, ne, self.grp)
-        self._group(self.grp, ne, ne2)
-        self.e = 1 - e
+        self._group(self.grp, ne, ne2, self.off, self.members)
+        self.e = 1 if e != 1 else 2
         self._run(
             kern.k_sum_edges, ne2, self.off, self.members, ne2, eu, ev, ew, self.nid,
             self.eu[self.e], self.ev[self.e], self.ew[self.e],
         )  # fmt: skip
         return ne2
 
-    def _next_stamp(self) -> int:
-        """A fresh value for kernels to write into the progress flag."""
-        self.stamp += 1
-        return self.stamp
-
-    def contract(self, ntot: int, ne: int, satellites: bool) -> tuple[int, int]:
-        """Greedy contraction rounds; returns (clusters, edges) of the contracted graph."""
-        k = self.k
+    def contract(self, satellites: bool) -> None:
+        """Greedy contraction rounds; node_cl and lab then give every node's cluster and class."""
+        k, ntot = self.k, self.ntot
         self._run(kern.k_iota, ntot, self.nid, ntot)
         self._run(kern.k_iota, ntot, self.node_cl, ntot)
         n = ntot
-        ne = self._merge_edges(n, ne)
+        ne = self._merge_edges(n, self.etot)
         while True:
             cost = self.cost[self.c]
             self._run(
-                kern.k_cluster_min, n, cost, n, k, self.mval, self.lab, self.bestg, self.beste,
-                self.parent,
-            )  # fmt: skip
+                kern.k_cluster_min, n, cost, n, k, self.mval, self.lab, self.bestg, self.beste
+            )
             if ne == 0:
                 break
             eu, ev, ew = self.eu[self.e], self.ev[self.e], self.ew[self.e]
@@ -236,7 +249,7 @@ class _Solver:
             self._run(
                 kern.k_match, n, eu, ev, self.beste, n, self.ptr, self.mate, self.stamp_buf, stamp
             )
-            if self._read(self.stamp_buf, 0) != stamp:
+            if not self._changed(stamp):
                 break
             self._run(
                 kern.k_satellite, n, self.beste, ew, self.ptr, self.mate, cost, k, self.mval, n,
@@ -248,24 +261,50 @@ class _Solver:
             self.scan(self.isroot, n, self.newid)
             nn = self._read(self.newid, n)
             self._run(kern.k_new_ids, n, self.rep, self.newid, n, self.nid)
-            self._group(self.nid, n, nn)
-            self.c = 1 - self.c
+            self._group(self.nid, n, nn, self.off, self.members)
+            self.c = 1 if self.c != 1 else 2
             self._run(kern.k_sum_costs, nn, self.off, self.members, nn, cost, k, self.cost[self.c])
             self._run(kern.k_map_nodes, ntot, self.node_cl, ntot, self.nid)
             ne = self._merge_edges(nn, ne)
             n = nn
-        return n, ne
 
-    def merge_stuff(self, n: int, ne: int, stuff: Any) -> None:
-        """Join adjacent clusters of one stuff class (parent[] then names each segment's root)."""
-        eu, ev = self.eu[self.e], self.ev[self.e]
-        while ne > 0:
+    def local_search(self, stuff: Any, max_iters: int) -> None:
+        """Parallel single-node moves (see ``k_ls_eval``) until none improves or ``max_iters``."""
+        ntot, etot = self.ntot, self.etot
+        if max_iters <= 0 or etot == 0:
+            return
+        ends = cuda.device_array(2 * etot, np.int32, stream=self.stream)
+        off = cuda.device_array(ntot + 1, np.int32, stream=self.stream)
+        half = cuda.device_array(2 * etot, np.int32, stream=self.stream)
+        eu, ev, ew = self.eu[0], self.ev[0], self.ew[0]
+        self._run(kern.k_half_ends, etot, eu, ev, etot, ends)
+        self._group(ends, 2 * etot, ntot, off, half)
+        for it in range(max_iters):
+            fresh = self.k + ntot * (it + 1)
+            self._run(
+                kern.k_ls_eval, ntot, off, half, eu, ev, ew, self.cost[0], self.k, stuff, ntot,
+                fresh, self.key, self.cls, self.delta, self.tkey, self.tcls,
+            )  # fmt: skip
             stamp = self._next_stamp()
             self._run(
-                kern.k_hook, ne, eu, ev, ne, self.lab, stuff, self.parent, self.stamp_buf, stamp
-            )
-            self._run(kern.k_compress, n, self.parent, n)
-            if self._read(self.stamp_buf, 0) != stamp:
+                kern.k_ls_apply, ntot, off, half, eu, ev, ntot, self.delta, self.tkey, self.tcls,
+                self.key, self.cls, self.stamp_buf, stamp,
+            )  # fmt: skip
+            if not self._changed(stamp):
+                break
+
+    def segments(self) -> None:
+        """parent[v] = lowest node of v's segment (connected over edges with equal keys)."""
+        ntot, etot = self.ntot, self.etot
+        self._run(kern.k_iota, ntot, self.parent, ntot)
+        while etot > 0:
+            stamp = self._next_stamp()
+            self._run(
+                kern.k_hook, etot, self.eu[0], self.ev[0], etot, self.key, self.parent,
+                self.stamp_buf, stamp,
+            )  # fmt: skip
+            self._run(kern.k_compress, ntot, self.parent, ntot)
+            if not self._changed(stamp):
                 break
 
 
@@ -277,6 +316,7 @@ def _solve(
     nb: int,
     batched: bool,
     satellites: bool,
+    ls_iters: int,
     stream: Any,
 ) -> tuple[Any, Any, Any]:
     """Shared body of the single and batched entry points (inputs already on the device)."""
@@ -300,16 +340,23 @@ def _solve(
             run(kern.k_load_weights1, etot, weights, m, sv.ew[0], sv.err)
         run(kern.k_load_edges, etot, edges, m, n, nb, sv.eu[0], sv.ev[0], sv.err)
         sv.check_errors()
-        nc, ne = sv.contract(ntot, etot, satellites)
-        sv.merge_stuff(nc, ne, stuff)
-        run(kern.k_is_root, nc, sv.parent, nc, sv.isroot)
-        sv.scan(sv.isroot, nc, sv.newid)
-        run(kern.k_outputs, ntot, sv.node_cl, ntot, n, sv.parent, sv.lab, sv.newid, labels, comp)
+        sv.contract(satellites)
+        run(kern.k_node_keys, ntot, sv.node_cl, ntot, sv.lab, stuff, k, sv.cls, sv.key)
+        sv.local_search(stuff, ls_iters)
+        sv.segments()
+        run(kern.k_is_root, ntot, sv.parent, ntot, sv.isroot)
+        sv.scan(sv.isroot, ntot, sv.newid)
+        run(kern.k_outputs, ntot, ntot, n, sv.parent, sv.cls, sv.newid, labels, comp)
         run(kern.k_cut, etot, edges, m, n, nb, comp, cut)
     stream.synchronize()
     if batched:
         return labels.reshape(nb, n), comp.reshape(nb, n), cut.reshape(nb, m)
     return labels, comp, cut
+
+
+def _ls_iters(local_search: bool) -> int:
+    """Local-search iteration cap for the ``local_search`` flag."""
+    return LOCAL_SEARCH_ITERS if local_search else 0
 
 
 def _check_edge_shapes(edges: Any, m: int) -> None:
@@ -321,7 +368,13 @@ def _check_edge_shapes(edges: Any, m: int) -> None:
 
 
 def solve_amwc_cuda(
-    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *, satellites: bool = True
+    node_costs: Any,
+    edges: Any,
+    edge_costs: Any,
+    partitionable: Any,
+    *,
+    local_search: bool = True,
+    satellites: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Solve one AMWC instance on the GPU.
 
@@ -330,8 +383,10 @@ def solve_amwc_cuda(
         edges: [E, 2] integer node pairs.
         edge_costs: [E] cost paid when an edge is cut (positive favours joining).
         partitionable: [K] bool, True for thing classes (may be split into instances).
+        local_search: refine the contraction by parallel single-node moves (see module doc).
         satellites: also contract safe star-shaped groups around mutual pairs (see module doc);
-            False restricts every round to mutual pairs.
+            False restricts every round to mutual pairs (closer to the sequential greedy order,
+            but one round per absorbed neighbour).
 
     Returns numba device arrays ``(labels int32 [N], components int32 [N], cut bool [E])``;
     components are numbered 0..C-1 in order of their first node. Torch CUDA inputs are read in
@@ -347,17 +402,24 @@ def solve_amwc_cuda(
         if len(w.shape) != 1:
             raise ValueError(f"edge_costs: expected shape [E], got {tuple(w.shape)}")
         _check_edge_shapes(e, w.shape[0])
-        return _solve(c, e, w, partitionable, 1, False, satellites, stream)
+        return _solve(c, e, w, partitionable, 1, False, satellites, _ls_iters(local_search), stream)
 
 
 def solve_amwc_cuda_batch(
-    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *, satellites: bool = True
+    node_costs: Any,
+    edges: Any,
+    edge_costs: Any,
+    partitionable: Any,
+    *,
+    local_search: bool = True,
+    satellites: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Solve B instances sharing one graph as a single problem on their disjoint union.
 
     ``node_costs`` [B, N, K], ``edges`` [E, 2] (the same for every image), ``edge_costs`` [B, E].
     Returns device arrays ``(labels int32 [B, N], components int32 [B, N], cut bool [B, E])`` with
     component ids 0..C_b-1 per image; each image's result equals :func:`solve_amwc_cuda` on it.
+    Keyword arguments as for :func:`solve_amwc_cuda`.
     """
     with _device_of(node_costs, edges, edge_costs) as stream:
         c = _device_array(node_costs, "node_costs", "fiub")
@@ -368,4 +430,6 @@ def solve_amwc_cuda_batch(
         if len(w.shape) != 2 or w.shape[0] != c.shape[0]:
             raise ValueError(f"edge_costs: expected shape [{c.shape[0]}, E], got {tuple(w.shape)}")
         _check_edge_shapes(e, w.shape[1])
-        return _solve(c, e, w, partitionable, c.shape[0], True, satellites, stream)
+        return _solve(
+            c, e, w, partitionable, c.shape[0], True, satellites, _ls_iters(local_search), stream
+        )

@@ -16,10 +16,17 @@ street-scene-like grids this cuts the rounds from thousands to about a dozen.
 After a round, edges are relabelled, self-loops dropped and parallel edges merged (a hash table on
 the cluster pair finds them, the lowest edge index names the merged edge, and one thread sums each
 group in index order), and class vectors of merged clusters are summed the same way, so the result
-does not depend on thread scheduling. When no positive gain is left, adjacent clusters of one stuff
-class are merged by parallel hooking and pointer jumping, and per-node classes, segment ids and the
-cut flag of every input edge are written. All data stays on the device; per round only a few scalars
-(the "progress" stamp and two counts) come back to the host.
+does not depend on thread scheduling.
+
+Segments are then named by a key per node: the class for stuff (so adjacent nodes of one stuff class
+always end up joined) and the cluster for things. Local search moves single nodes: to a neighbour's
+segment (taking its class), to a stuff class no neighbour has, or into a new thing segment. Every
+node computes its best improving move; a node moves only if no neighbour has a better one (lower
+change, then lower id), so the moving nodes are independent and the objective drops by exactly the
+sum of their changes. Finally segments are the connected components over edges with equal keys
+(hooking with atomic min plus pointer jumping), numbered in order of their first node; an edge is
+cut when its ends lie in different segments. All data stays on the device; per round only a few
+scalars (a progress stamp and counts) come back to the host.
 """
 
 from __future__ import annotations

@@ -367,6 +367,7 @@ def recipe_name(name_or_path: str) -> str:
 def _check_values(recipe: Recipe) -> None:
     """Range checks that types alone cannot express."""
     checks = [
+        (recipe.seed >= 0, "seed", "a non-negative integer"),
         (
             len(recipe.data.crop_size) == 2 and min(recipe.data.crop_size) > 0,
             "data.crop_size",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -127,7 +128,7 @@ def launch_local(nproc: int, fn: Callable[..., None], *args: Any, verbose: bool 
     restarts). A :class:`CopsError` in any worker comes back as one CopsError with its message
     (the lowest failing rank's); any other failure raises RuntimeError with the worker's traceback.
     """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -153,6 +154,10 @@ def launch_local(nproc: int, fn: Callable[..., None], *args: Any, verbose: bool 
         )
         try:
             elastic_launch(config, _run_worker)(fn, str(errors), *args)
+        except SignalException as exc:  # the agent stopped the workers; report it like Ctrl-C
+            if exc.sigval == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise
         except ChildFailedError as exc:
             reported = sorted(errors.glob("*.txt"), key=lambda p: int(p.stem))
             if reported:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,12 +41,20 @@ from cops import distributed
 from cops.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 from cops.config import TrainConfig
 from cops.console import err_console, state
-from cops.data import TrainBatches
 from cops.distributed import DistInfo
 from cops.errors import CopsError
 from cops.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
+
+
+class BatchStream(Protocol):
+    """Where training batches come from (:class:`cops.data.TrainBatches` in real runs)."""
+
+    def from_step(self, start: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Yield ``(step, this rank's micro-batches)`` for ``step = start, start + 1, …``."""
+        ...
+
 
 Objective = Callable[[nn.Module, dict[str, Any]], tuple[Tensor, dict[str, Tensor]]]
 """``objective(model, batch) -> (loss, components)``: the loss of one micro-batch and its named,
@@ -197,7 +205,7 @@ class Trainer:
         model: nn.Module,
         objective: Objective,
         cfg: TrainConfig,
-        batches: TrainBatches,
+        batches: BatchStream,
         val: DataLoader | None,
         ctx: RunContext,
         resume: dict[str, Any] | None = None,
@@ -269,8 +277,9 @@ class Trainer:
         names: list[str] = []
         for index, batch in enumerate(micro_batches):
             batch = _to_device(batch, self.device)
-            defer_sync = self.ddp is not None and index < count - 1
-            with self.ddp.no_sync() if defer_sync else nullcontext():  # type: ignore[union-attr]
+            # DDP averages gradients over ranks once, in the backward of the last micro-batch.
+            sync = self.ddp.no_sync() if self.ddp and index < count - 1 else nullcontext()
+            with sync:
                 with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp):
                     loss, parts = self.objective(self.net, batch)
                 self.scaler.scale(loss / count).backward()
@@ -308,6 +317,7 @@ class Trainer:
         """Mean per-image validation loss (and parts) over all ranks' shares of the val split."""
         assert self.val is not None
         model = self.model
+        training = model.training
         model.eval()
         sums: Tensor | None = None
         names: list[str] = []
@@ -317,7 +327,7 @@ class Trainer:
             names = ["loss", *parts]
             values = torch.stack([loss.float(), *(p.float() for p in parts.values())])
             sums = values if sums is None else sums + values
-        model.train()
+        model.train(training)
         assert sums is not None
         images = len(self.val)
         totals = distributed.all_reduce_sum(
@@ -398,7 +408,7 @@ class Trainer:
                 task = progress.add_task("", total=total, completed=self.start, stats="")
                 if self.start == 0 and self.val is not None:
                     validate(0, progress, task)
-                stream: Iterator = self.batches.from_step(self.start)
+                stream = self.batches.from_step(self.start)  # loader workers end with it
                 window = _Window()
                 iteration = self.start
                 while iteration < total:
@@ -447,7 +457,6 @@ class Trainer:
                             metrics.write(
                                 {"kind": "replicas", "iteration": iteration, "digests": digests}
                             )
-                stream.close()
         finally:
             if metrics is not None:
                 metrics.close()

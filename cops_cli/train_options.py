@@ -61,7 +61,9 @@ NprocOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
 ]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the recipe).")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Random seed (overrides the recipe's seed).")
+]
 WeightsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -166,6 +168,8 @@ def resolve_run(
 
     name = recipe_name(recipe) if recipe else DEFAULT_RECIPE
     out = out if out is not None else Path("runs") / name
+    if resume and not recipe:
+        name = out.name
     last = out / LAST
     if resume:
         if weights is not None:

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from cops.config import Recipe, builtin_recipes, load_recipe, recipe_from_dict
+from cops.config import (
+    Recipe,
+    builtin_recipes,
+    load_recipe,
+    recipe_from_dict,
+    recipe_with_overrides,
+)
 from cops.errors import RecipeError
 
 
@@ -80,6 +86,15 @@ def test_overrides_are_typed_by_schema():
         ("data.crop_size=[0, 5]", "data.crop_size: expected two positive"),
         ("nokey", "expected key=value"),
         ("model.backbone.depth=3", "'backbone' is not a section"),
+        ("train.amp_dtype=fp8", "train.amp_dtype: expected one of 'bfloat16', 'float16'"),
+        ("train.keep_checkpoints=-1", "train.keep_checkpoints: expected a non-negative"),
+        ("train.val_images=0", "train.val_images: expected a positive integer or null"),
+        ("train.val_every=-5", "train.val_every: expected a non-negative integer"),
+        ("train.log_every=0", "train.log_every: expected a positive integer"),
+        ("train.warmup_iters=-1", "train.warmup_iters: expected a non-negative integer"),
+        ("train.momentum=1.0", r"train.momentum: expected a number in \[0, 1\)"),
+        ("train.optimizer=lamb", "train.optimizer: expected one of 'adam', 'sgd'"),
+        ("seed=-1", "seed: expected a non-negative integer"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str):
@@ -106,6 +121,14 @@ def test_malformed_yaml_names_file(tmp_path: Path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(RecipeError, match="bad.yaml: invalid YAML"):
         load_recipe(str(path))
+
+
+def test_recipe_with_overrides_leaves_its_input_alone():
+    stored = load_recipe("synthetic-tiny").to_dict()
+    resumed = recipe_with_overrides(stored, ["train.iterations=40"])
+    assert resumed.train.iterations == 40 and stored["train"]["iterations"] == 20
+    with pytest.raises(RecipeError, match="did you mean 'train.iterations'"):
+        recipe_with_overrides(stored, ["train.iteration=40"])
 
 
 def test_round_trip_through_dict():

@@ -1,0 +1,40 @@
+"""Helpers shared by the training tests: a tiny dataset and in-process runs of `cops pretrain`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cops.datasets.synthetic import prepare_synthetic
+from cops.pretrain import pretrain_worker
+from cops.train_options import resolve_run
+
+FAST = ["data.num_workers=0", "train.log_every=1", "train.val_every=0", "train.warmup_iters=2"]
+"""Overrides that keep the synthetic-tiny recipe quick and fully logged."""
+
+
+def tiny_dataset(root: Path) -> Path:
+    """Four training and two validation images of the tiny synthetic preset."""
+    prepare_synthetic(root, preset="tiny", num_train=4, num_val=2)
+    return root
+
+
+def run_pretrain(data: Path, out: Path, overrides: list[str], **options) -> None:
+    """Resolve the shared options as the CLI does (FAST first) and train in this process."""
+    settings = dict(recipe="synthetic-tiny", device="cpu", nproc="1", resume=False, seed=None)
+    settings.update(options)
+    run = resolve_run(
+        data=data,
+        out=out,
+        overrides=[*FAST, *overrides],
+        weights=settings.pop("weights", None),
+        under_launcher=False,
+        **settings,
+    )
+    pretrain_worker(run)
+
+
+def metrics(out: Path, kind: str = "train") -> list[dict]:
+    """The entries of one kind (train, val, replicas) in a run's metrics.jsonl."""
+    entries = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [e for e in entries if e["kind"] == kind]

@@ -1,0 +1,87 @@
+"""DDP with two real gloo processes on the CPU, launched by `cops pretrain --nproc-per-node 2`.
+
+Reference: one process with the same global batch of 2 split into two accumulation steps of one
+image, so every image is normalised by BatchNorm alone in both runs (train-mode batch statistics
+of a single image), and gradients are the same mean of two per-image losses. The parameters must
+then agree up to float summation order. BN running statistics are not compared: each DDP rank
+tracks only its own images and the checkpoint holds rank 0's (DDP broadcasts them before each
+forward), whereas the single process sees both. Plain SGD keeps the comparison linear in the
+gradients; Adam's first step, g/|g|, would magnify rounding of near-zero gradients.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from _training import FAST, metrics, run_pretrain, tiny_dataset
+from _workers import fail_on_rank_one
+
+from cops.checkpoint import LAST, load_checkpoint
+from cops.distributed import launch_local
+from cops.errors import CopsError
+
+pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
+
+SETTINGS = [
+    "train.iterations=3",
+    "train.batch_size=2",
+    "train.optimizer=sgd",
+    "train.lr=0.02",
+    "train.checkpoint_every=3",
+    "train.val_every=3",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path):
+    data = tiny_dataset(tmp_path / "data")
+    overrides = [arg for item in [*FAST, *SETTINGS] for arg in ("--set", item)]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "cops", "pretrain", "--recipe", "synthetic-tiny",
+         "--data", str(data), "--out", str(tmp_path / "ddp"), "--device", "cpu",
+         "--nproc-per-node", "2", *overrides],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    assert "2 process(es)" in ddp.stdout
+
+    (replicas,) = metrics(tmp_path / "ddp", "replicas")
+    assert replicas["iteration"] == 3 and len(replicas["digests"]) == 2
+    assert replicas["digests"][0] == replicas["digests"][1], "ranks must hold identical weights"
+
+    run_pretrain(data, tmp_path / "single", [*SETTINGS, "train.grad_accum=2"])
+    parallel = load_checkpoint(tmp_path / "ddp" / LAST)
+    single = load_checkpoint(tmp_path / "single" / LAST)
+    assert parallel["world_size"] == 2 and single["world_size"] == 1
+    compared = 0
+    for key, value in single["model"].items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        torch.testing.assert_close(parallel["model"][key], value, rtol=1e-4, atol=1e-5)
+        compared += 1
+    assert compared > 100
+    for a, b in zip(metrics(tmp_path / "ddp"), metrics(tmp_path / "single"), strict=True):
+        assert a["iteration"] == b["iteration"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    # Validation at iteration 0 (untouched running statistics): a per-image mean over all ranks.
+    val_ddp, val_single = metrics(tmp_path / "ddp", "val"), metrics(tmp_path / "single", "val")
+    assert val_ddp[0]["images"] == val_single[0]["images"] == 2
+    assert val_ddp[0]["loss"] == pytest.approx(val_single[0]["loss"], rel=1e-5)
+
+
+def test_launcher_reports_a_worker_error():
+    with pytest.raises(CopsError, match=r"^bad input \(rank 1\)$"):
+        launch_local(2, fail_on_rank_one, "bad input")

@@ -1,0 +1,190 @@
+"""`cops pretrain` through the engine: learning, exact resume, non-finite loss, weights, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from _training import metrics, run_pretrain, tiny_dataset
+
+from cops.checkpoint import LAST, load_checkpoint
+from cops.data import RankBatchSampler
+from cops.distributed import DistInfo
+from cops.engine import NonFiniteLossError, Trainer
+from cops.errors import CopsError, RecipeError
+from cops.models import PretrainLoss
+from cops.schedule import warmup_poly_factor
+
+pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_dataset(tmp_path_factory.mktemp("synthetic-tiny"))
+
+
+def test_warmup_then_poly_schedule():
+    factors = [warmup_poly_factor(t, total=10, warmup=4, power=1.0) for t in range(10)]
+    assert factors[:4] == pytest.approx([0.25, 0.5 * 0.9, 0.75 * 0.8, 0.7])
+    assert factors[4:] == pytest.approx([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert warmup_poly_factor(0, total=10, warmup=0, power=0.9) == 1.0
+
+
+def test_ranks_and_micro_batches_partition_the_global_batch():
+    def steps(world: int, micro: int) -> list[list[int]]:
+        per_rank = [
+            list(RankBatchSampler(12, 4, micro, DistInfo(rank, world), seed=3, epoch=1))
+            for rank in range(world)
+        ]
+        # step t of the global stream = every rank's micro-batches of step t, in rank order
+        chunks = 4 // world // micro
+        return [
+            [i for batches in per_rank for c in range(chunks) for i in batches[t * chunks + c]]
+            for t in range(3)
+        ]
+
+    single = steps(1, 4)
+    assert sorted(i for step in single for i in step) == list(range(12))
+    assert steps(2, 2) == single and steps(2, 1) == single and steps(1, 1) == single
+    resumed = list(RankBatchSampler(12, 4, 4, DistInfo(), seed=3, epoch=1, start=2))
+    assert resumed == [single[2]]
+
+
+def test_loss_decreases_on_a_tiny_overfit_run(data: Path, tmp_path: Path):
+    run_pretrain(
+        data, tmp_path / "run", ["train.iterations=16", "train.lr=2e-3", "data.flip=false"]
+    )
+    losses = [e["loss"] for e in metrics(tmp_path / "run")]
+    assert len(losses) == 16
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.6 * first, losses
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+
+
+def test_resume_ends_bit_identical(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    settings = ["train.iterations=6", "train.checkpoint_every=3", "train.val_every=3"]
+    run_pretrain(data, tmp_path / "straight", settings)
+
+    original = Trainer._train_step
+    calls = {"n": 0}
+
+    def interrupted(self, micro_batches):
+        calls["n"] += 1
+        if calls["n"] == 5:  # Ctrl-C during iteration 5, after the checkpoint of iteration 3
+            raise KeyboardInterrupt
+        return original(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(data, tmp_path / "resumed", settings)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed" / LAST)["iteration"] == 3
+    run_pretrain(data, tmp_path / "resumed", settings, recipe=None, resume=True)
+
+    straight = load_checkpoint(tmp_path / "straight" / LAST)
+    resumed = load_checkpoint(tmp_path / "resumed" / LAST)
+    assert resumed["iteration"] == straight["iteration"] == 6
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for index, state in straight["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, resumed["optimizer"]["state"][index][name]), (index, name)
+    assert straight["scheduler"] == resumed["scheduler"]
+    for kind in ("train", "val"):
+        a, b = metrics(tmp_path / "straight", kind), metrics(tmp_path / "resumed", kind)
+        assert [e["iteration"] for e in a] == [e["iteration"] for e in b]
+        assert [e["loss"] for e in a] == [e["loss"] for e in b]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    original = PretrainLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss, parts = original(self, *args)
+        return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
+
+    monkeypatch.setattr(PretrainLoss, "forward", poisoned)
+    out = tmp_path / "run"
+    message = r"non-finite loss at iteration 3 \(loss nan"
+    with pytest.raises(NonFiniteLossError, match=message) as exc:
+        run_pretrain(data, out, ["train.iterations=5", "train.checkpoint_every=2"])
+    assert f"{out / LAST} keeps the last good state (iteration 2)" in str(exc.value)
+    kept = load_checkpoint(out / LAST)
+    assert kept["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_weights_option_initialises_from_a_file(data: Path, tmp_path: Path):
+    """One step at a 1e-9 learning rate leaves the weights within 1e-6 of where they started."""
+    backbone = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(backbone, tmp_path / "resnet18.pth")
+    tiny_step = ["train.iterations=1", "train.lr=1e-9"]
+    run_pretrain(data, tmp_path / "a", tiny_step, weights=tmp_path / "resnet18.pth")
+    first = load_checkpoint(tmp_path / "a" / LAST)["model"]
+    key = "layer3.0.conv1.weight"
+    assert (first[f"backbone.{key}"] - backbone[key]).abs().max() < 1e-6
+    run_pretrain(data, tmp_path / "b", tiny_step, weights=tmp_path / "a" / LAST)
+    second = load_checkpoint(tmp_path / "b" / LAST)["model"]
+    for key in ("backbone.conv1.weight", "semantic_decoder.head.1.weight"):
+        assert (second[key] - first[key]).abs().max() < 1e-6, key
+
+
+def test_run_folder_rules(data: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    with pytest.raises(CopsError, match="--resume: no checkpoint to continue"):
+        run_pretrain(data, out, [], resume=True)
+    run_pretrain(data, out, ["train.iterations=1"])
+    with pytest.raises(CopsError, match="already holds a run .* iteration 1.*--resume"):
+        run_pretrain(data, out, ["train.iterations=1"])
+    with pytest.raises(CopsError, match="pass only one"):
+        run_pretrain(data, out, [], resume=True, weights=out / LAST)
+    with pytest.raises(RecipeError, match="cannot be split evenly"):
+        run_pretrain(data, tmp_path / "odd", ["train.batch_size=3", "train.grad_accum=2"])
+    with pytest.raises(CopsError, match="--nproc-per-node 'two'"):
+        run_pretrain(data, tmp_path / "x", [], nproc="two")
+
+
+def test_cli_prepares_trains_and_writes_run_files(tmp_path: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "cops"]
+    data, out = tmp_path / "data", tmp_path / "run"
+    prepared = subprocess.run(
+        [*cli, "-q", "prepare-data", "synthetic", "--preset", "tiny", "--out", str(data),
+         "--num-train", "4", "--num-val", "2"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr
+    trained = subprocess.run(
+        [*cli, "pretrain", "--recipe", "synthetic-tiny", "--data", str(data), "--out", str(out),
+         "--device", "cpu", "--set", "train.iterations=4", "--set", "train.val_every=2",
+         "--set", "train.log_every=2", "--set", "data.num_workers=0"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "Pretrained synthetic-tiny" in trained.stdout
+    assert {p.name for p in out.iterdir()} >= {LAST, "metrics.jsonl", "recipe.yaml", "loss.png"}
+    ckpt = torch.load(out / LAST, weights_only=True)
+    assert ckpt["iteration"] == 4 and ckpt["phase"] == "pretrain"
+    assert ckpt["recipe"]["train"]["iterations"] == 4
+    assert ckpt["recipe"]["data"]["root"] == str(data)
+    classes = ckpt["classes"]
+    assert "car" in classes["names"] and len(classes["colors"]) == len(classes["isthing"])
+    assert [e["iteration"] for e in metrics(out, "val")] == [0, 2, 4]

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from cops.config import Recipe, TrainConfig
-from cops.console import split_progress, state
+from cops.console import console, split_progress, state
 from cops.datasets.prepare import SplitPaths
 from cops.datasets.prepared import PanopticDataset
 from cops.datasets.targets import TargetConfig
@@ -53,8 +53,6 @@ def ensure_dataset(recipe: Recipe) -> None:
     from cops.datasets.synthetic import prepare_synthetic
 
     if not state.quiet:
-        from cops.console import console
-
         console.print(f"Generating the synthetic dataset ({', '.join(missing)}) in {root}")
     cfg = data.synthetic
     daemon = multiprocessing.current_process().daemon  # daemonic workers cannot start a pool

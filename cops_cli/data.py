@@ -41,7 +41,8 @@ def ensure_dataset(recipe: Recipe) -> None:
     """
     data = recipe.data
     root = Path(data.root)
-    splits = list(dict.fromkeys([data.train_split, data.val_split]))
+    needed = [data.train_split, data.val_split] if recipe.train.val_every else [data.train_split]
+    splits = list(dict.fromkeys(needed))
     missing = [s for s in splits if not SplitPaths(root, s).json.is_file()]
     if not missing:
         return

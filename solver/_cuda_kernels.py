@@ -492,28 +492,38 @@ def k_half_ends(eu, ev, m, ends):
 
 
 @cuda.jit
-def k_node_keys(node_cl, ntot, lab, stuff, k, cls, key):
-    """Segment key of every node: its class for stuff, K + cluster id for things."""
+def k_cluster_keys(n, lab, stuff, k, cls, key):
+    """Segment key of every cluster: its class for stuff, K + cluster id for things."""
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, ntot, step):
-        c = lab[node_cl[i]]
-        cls[i] = c
-        key[i] = c if stuff[c] != 0 else k + np.int64(node_cl[i])
+    for u in range(start, n, step):
+        c = lab[u]
+        cls[u] = c
+        key[u] = c if stuff[c] != 0 else k + np.int64(u)
 
 
 @cuda.jit
-def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, ntot, fresh, key, cls, delta, tkey, tcls):
-    """Best single-node move of every node and its objective change (0 when none improves).
+def k_node_keys(node_cl, ntot, ccls, ckey, cls, key):
+    """Every node takes the class and segment key of its cluster."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, ntot, step):
+        cls[i] = ccls[node_cl[i]]
+        key[i] = ckey[node_cl[i]]
 
-    Nodes are in segments named by ``key`` (stuff: the class, so adjacent nodes of one stuff class
-    are always joined; things: an id). A node may join the segment of a neighbour (taking its
-    class), join a stuff class no neighbour has, or open a new thing segment ``fresh + node``.
+
+@cuda.jit
+def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, n, fresh, key, cls, delta, tkey, tcls):
+    """Best move of every unit (node or cluster) and its objective change (0 when none improves).
+
+    Units lie in segments named by ``key`` (stuff: the class, so adjacent units of one stuff class
+    are always joined; things: an id). A unit may join the segment of a neighbour (taking its
+    class), join a stuff class no neighbour has, or open a new thing segment ``fresh + unit``.
+    ``cost`` holds the units' class-cost vectors, the graph the (summed) edges between units.
     """
     ks = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.int64)
     ss = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.float64)
     kc = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.int32)
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for v in range(start, ntot, step):
+    for v in range(start, n, step):
         a = key[v]
         lv = cls[v]
         here = cost[v, lv]
@@ -574,13 +584,13 @@ def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, ntot, fresh, key, cls, delt
 
 
 @cuda.jit
-def k_ls_apply(off, half, eu, ev, ntot, delta, tkey, tcls, key, cls, flag, stamp):
+def k_ls_apply(off, half, eu, ev, n, delta, tkey, tcls, key, cls, flag, stamp):
     """Applies the moves that beat every improving neighbour (lower change, then lower id).
 
-    Moving nodes are never adjacent, so the changes add up exactly and the objective drops.
+    Moving units are never adjacent, so the changes add up exactly and the objective drops.
     """
     start, step = cuda.grid(1), cuda.gridsize(1)
-    for v in range(start, ntot, step):
+    for v in range(start, n, step):
         d = delta[v]
         if d >= 0.0:
             continue

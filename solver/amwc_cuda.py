@@ -18,15 +18,16 @@ the cluster pair finds them, the lowest edge index names the merged edge, and on
 group in index order), and class vectors of merged clusters are summed the same way, so the result
 does not depend on thread scheduling.
 
-Segments are then named by a key per node: the class for stuff (so adjacent nodes of one stuff class
-always end up joined) and the cluster for things. Local search moves single nodes: to a neighbour's
-segment (taking its class), to a stuff class no neighbour has, or into a new thing segment. Every
-node computes its best improving move; a node moves only if no neighbour has a better one (lower
-change, then lower id), so the moving nodes are independent and the objective drops by exactly the
-sum of their changes. Finally segments are the connected components over edges with equal keys
-(hooking with atomic min plus pointer jumping), numbered in order of their first node; an edge is
-cut when its ends lie in different segments. All data stays on the device; per round only a few
-scalars (a progress stamp and counts) come back to the host.
+Segments are then named by a key per unit: the class for stuff (so adjacent units of one stuff class
+always end up joined) and the cluster for things. Local search runs first on the contracted graph
+(units = greedy clusters, which can thus be relabelled or re-attached whole), then on the nodes. A
+unit may move to a neighbour's segment (taking its class), to a stuff class no neighbour has, or
+into a new thing segment. Every unit computes its best improving move and moves only if no neighbour
+has a better one (lower change, then lower id), so the moving units are independent and the
+objective drops by exactly the sum of their changes. Finally segments are the connected components
+over edges with equal keys (hooking with atomic min plus pointer jumping), numbered in order of
+their first node; an edge is cut when its ends lie in different segments. All data stays on the
+device; per round only a few scalars (a progress stamp and counts) come back to the host.
 """
 
 from __future__ import annotations
@@ -154,7 +155,11 @@ class _Solver:
         self.low, self.isroot, self.nid, self.node_cl, self.parent, self.cls, self.tcls = (
             dev(ntot, np.int32) for _ in range(7)
         )
-        self.key, self.tkey = dev(ntot, np.int64), dev(ntot, np.int64)
+        self.ccls = dev(ntot, np.int32)
+        self.key, self.ckey, self.tkey = (dev(ntot, np.int64) for _ in range(3))
+        self.ends, self.adj = dev(2 * etot, np.int32), dev(2 * etot, np.int32)
+        self.adj_off = dev(ntot + 1, np.int32)
+        self.ls_round = 0
         self.newid = dev(ntot + 1, np.int32)
         self.gain = dev(etot, np.float64)
         self.slot, self.flag, self.grp = (dev(etot, np.int32) for _ in range(3))
@@ -233,8 +238,12 @@ class _Solver:
         )  # fmt: skip
         return ne2
 
-    def contract(self, satellites: bool) -> None:
-        """Greedy contraction rounds; node_cl and lab then give every node's cluster and class."""
+    def contract(self, satellites: bool) -> tuple[int, int]:
+        """Greedy contraction rounds; returns the numbers of clusters and of edges between them.
+
+        Afterwards node_cl maps nodes to clusters, lab/cost[c] hold the clusters' classes and
+        class-cost vectors and eu/ev/ew[e] the contracted graph.
+        """
         k, ntot = self.k, self.ntot
         self._run(kern.k_iota, ntot, self.nid, ntot)
         self._run(kern.k_iota, ntot, self.node_cl, ntot)
@@ -274,31 +283,50 @@ class _Solver:
             self._run(kern.k_map_nodes, ntot, self.node_cl, ntot, self.nid)
             ne = self._merge_edges(nn, ne)
             n = nn
+        return n, ne
 
-    def local_search(self, stuff: Any, max_iters: int) -> None:
-        """Parallel single-node moves (see ``k_ls_eval``) until none improves or ``max_iters``."""
-        ntot, etot = self.ntot, self.etot
-        if max_iters <= 0 or etot == 0:
+    def _moves(
+        self, n: int, ne: int, graph: tuple[Any, Any, Any], cost: Any, stuff: Any, max_iters: int
+    ) -> None:
+        """Parallel local search on ``n`` units (see ``k_ls_eval``) over ``ne`` edges."""
+        if max_iters <= 0 or ne == 0:
             return
-        ends = cuda.device_array(2 * etot, np.int32, stream=self.stream)
-        off = cuda.device_array(ntot + 1, np.int32, stream=self.stream)
-        half = cuda.device_array(2 * etot, np.int32, stream=self.stream)
-        eu, ev, ew = self.eu[0], self.ev[0], self.ew[0]
-        self._run(kern.k_half_ends, etot, eu, ev, etot, ends)
-        self._group(ends, 2 * etot, ntot, off, half)
-        for it in range(max_iters):
-            fresh = self.k + ntot * (it + 1)
+        eu, ev, ew = graph
+        self._run(kern.k_half_ends, ne, eu, ev, ne, self.ends)
+        self._group(self.ends, 2 * ne, n, self.adj_off, self.adj)
+        for _ in range(max_iters):
+            self.ls_round += 1
+            fresh = self.k + self.ntot * self.ls_round
             self._run(
-                kern.k_ls_eval, ntot, off, half, eu, ev, ew, self.cost[0], self.k, stuff, ntot,
+                kern.k_ls_eval, n, self.adj_off, self.adj, eu, ev, ew, cost, self.k, stuff, n,
                 fresh, self.key, self.cls, self.delta, self.tkey, self.tcls,
             )  # fmt: skip
             stamp = self._next_stamp()
             self._run(
-                kern.k_ls_apply, ntot, off, half, eu, ev, ntot, self.delta, self.tkey, self.tcls,
-                self.key, self.cls, self.stamp_buf, stamp,
+                kern.k_ls_apply, n, self.adj_off, self.adj, eu, ev, n, self.delta, self.tkey,
+                self.tcls, self.key, self.cls, self.stamp_buf, stamp,
             )  # fmt: skip
             if not self._changed(stamp):
                 break
+
+    def refine(self, n: int, ne: int, stuff: Any, max_iters: int) -> None:
+        """Segment keys per node, improved by local search on clusters and then on nodes.
+
+        Cluster-level moves relabel or re-attach whole greedy clusters (undoing, say, a stuff
+        region that the stuff merge joined to a neighbour of its wrong class); node-level moves
+        then fix single nodes on the segment boundaries.
+        """
+        ntot = self.ntot
+        self._run(kern.k_cluster_keys, n, n, self.lab, stuff, self.k, self.cls, self.key)
+        graph = (self.eu[self.e], self.ev[self.e], self.ew[self.e])
+        self._moves(n, ne, graph, self.cost[self.c], stuff, max_iters)
+        self.cls, self.ccls = self.ccls, self.cls
+        self.key, self.ckey = self.ckey, self.key
+        self._run(
+            kern.k_node_keys, ntot, self.node_cl, ntot, self.ccls, self.ckey, self.cls, self.key
+        )
+        graph = (self.eu[0], self.ev[0], self.ew[0])
+        self._moves(ntot, self.etot, graph, self.cost[0], stuff, max_iters)
 
     def segments(self) -> None:
         """parent[v] = lowest node of v's segment (connected over edges with equal keys)."""
@@ -347,9 +375,8 @@ def _solve(
             run(kern.k_load_weights1, etot, weights, m, sv.ew[0], sv.err)
         run(kern.k_load_edges, etot, edges, m, n, nb, sv.eu[0], sv.ev[0], sv.err)
         sv.check_errors()
-        sv.contract(satellites)
-        run(kern.k_node_keys, ntot, sv.node_cl, ntot, sv.lab, stuff, k, sv.cls, sv.key)
-        sv.local_search(stuff, ls_iters)
+        nc, ne = sv.contract(satellites)
+        sv.refine(nc, ne, stuff, ls_iters)
         sv.segments()
         run(kern.k_is_root, ntot, sv.parent, ntot, sv.isroot)
         sv.scan(sv.isroot, ntot, sv.newid)

@@ -1,9 +1,10 @@
 """CUDA kernels (numba-cuda) of the parallel AMWC solver; the driver is :mod:`.amwc_cuda`.
 
-Every element-wise kernel is a grid-stride loop, so any launch size covers any problem size (the
-simulator runs one small block, the GPU many). Kernels that combine values from several threads use
-only order-independent atomics (max/min/add on integers, compare-and-swap for hash slots); floating
-point sums are formed by one thread in increasing index order, so results are deterministic.
+Kernels are compiled on first use and cached on disk (``cache=True``). Every element-wise kernel
+is a grid-stride loop, so any launch size covers any problem size (the simulator runs one small
+block, the GPU many). Threads combine results only through order-independent atomics (max/min,
+integer add/or, compare-and-swap for hash slots); floating-point sums are formed by one thread in
+increasing index order, so results do not depend on scheduling.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def blocks(n: int) -> int:
 # ----------------------------------------------------------------------------- input loading
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_load_costs2(src, n, k, dst, err):
     """dst[i, c] = float64(src[i, c]) for a [N, K] input; flags non-finite values."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -58,7 +59,7 @@ def k_load_costs2(src, n, k, dst, err):
         dst[i, c] = x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_load_costs3(src, nb, n, k, dst, err):
     """dst[b * N + i, c] = float64(src[b, i, c]) for a [B, N, K] input; flags non-finite values."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -75,7 +76,7 @@ def k_load_costs3(src, nb, n, k, dst, err):
         dst[b * n + i, c] = x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_load_edges(src, m, n, nb, eu, ev, err):
     """Copy of image b's edges [E, 2] shifted by b * N, ordered u < v; flags bad node ids."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -95,7 +96,7 @@ def k_load_edges(src, m, n, nb, eu, ev, err):
         ev[f] = max(u, v) + base
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_load_weights1(src, m, dst, err):
     """dst[e] = float64(src[e]) for an [E] input; flags non-finite values."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -107,7 +108,7 @@ def k_load_weights1(src, m, dst, err):
         dst[e] = x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_load_weights2(src, nb, m, dst, err):
     """dst[b * E + e] = float64(src[b, e]) for a [B, E] input; flags non-finite values."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -121,7 +122,7 @@ def k_load_weights2(src, nb, m, dst, err):
         dst[f] = x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_zero(arr, n):
     """arr[i] = 0."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -129,7 +130,7 @@ def k_zero(arr, n):
         arr[i] = 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_iota(arr, n):
     """arr[i] = i."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -140,7 +141,7 @@ def k_iota(arr, n):
 # ----------------------------------------------------------------------------- exclusive scan
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_scan_tiles(src, n, out, sums, ntiles):
     """Exclusive scan inside tiles of TILE items; sums[t] = total of tile t.
 
@@ -177,7 +178,7 @@ def k_scan_tiles(src, n, out, sums, ntiles):
         cuda.syncthreads()
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_scan_add(out, n, offs, ntiles):
     """Adds the scanned tile offsets to a tile-wise scan; out[n] = grand total."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -190,7 +191,7 @@ def k_scan_add(out, n, offs, ntiles):
 # ----------------------------------------------------------------------------- contraction rounds
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_cluster_min(cost, n, k, mval, lab, bestg, beste):
     """Per cluster: cheapest class (lowest index on ties) and its cost; resets round state."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -208,7 +209,7 @@ def k_cluster_min(cost, n, k, mval, lab, bestg, beste):
         beste[u] = NO_EDGE
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_edge_gain(eu, ev, ew, ne, cost, k, mval, gain, bestg):
     """gain[e] = w + c_u[l_u] + c_v[l_v] - min_k (c_u + c_v)[k]; bestg = per-cluster max gain."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -227,7 +228,7 @@ def k_edge_gain(eu, ev, ew, ne, cost, k, mval, gain, bestg):
             cuda.atomic.max(bestg, v, g)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_edge_pick(eu, ev, ne, gain, bestg, beste):
     """beste[u] = lowest index among u's edges whose positive gain equals u's best gain."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -242,7 +243,7 @@ def k_edge_pick(eu, ev, ne, gain, bestg, beste):
                 cuda.atomic.min(beste, v, e)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_match(eu, ev, beste, n, ptr, mate, flag, stamp):
     """ptr[u] = neighbour across u's best edge; mate[u] = it too when the choice is mutual.
 
@@ -264,7 +265,7 @@ def k_match(eu, ev, beste, n, ptr, mate, flag, stamp):
         mate[u] = m
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_satellite(beste, ew, ptr, mate, cost, k, mval, n, use_sat, rep, sat, low):
     """Representative of every cluster for this round.
 
@@ -299,7 +300,7 @@ def k_satellite(beste, ew, ptr, mate, cost, k, mval, n, use_sat, rep, sat, low):
         low[u] = u
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_reject(eu, ev, ew, ne, rep, sat):
     """Drops (sat = 2) a satellite from every negative edge inside a tentative group.
 
@@ -317,7 +318,7 @@ def k_reject(eu, ev, ew, ne, rep, sat):
                     sat[u] = 2
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_lowest(rep, sat, n, low):
     """low[r] = lowest id in the group of pair representative r (a satellite may be lower)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -326,7 +327,7 @@ def k_lowest(rep, sat, n, low):
             cuda.atomic.min(low, rep[u], u)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_roots(rep, sat, low, n, isroot):
     """Final representative = lowest member of the group (rejected satellites stay alone), so
     cluster ids keep the order of their lowest node; isroot[u] = 1 for representatives."""
@@ -337,7 +338,7 @@ def k_roots(rep, sat, low, n, isroot):
         isroot[u] = 1 if r == u else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_new_ids(rep, newid, n, nid):
     """nid[u] = compact id of u's group."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -345,7 +346,7 @@ def k_new_ids(rep, newid, n, nid):
         nid[u] = newid[rep[u]]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_map_nodes(node_cl, ntot, nid):
     """Moves every original node to its cluster's new id."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -356,7 +357,7 @@ def k_map_nodes(node_cl, ntot, nid):
 # ----------------------------------------------------------------------------- grouping (CSR)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_count(grp, n, cnt):
     """cnt[g] += number of items i with grp[i] == g (items with grp < 0 are skipped)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -366,7 +367,7 @@ def k_count(grp, n, cnt):
             cuda.atomic.add(cnt, g, 1)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_fill(grp, n, off, cnt, members):
     """Places every item in its group's segment, counting cnt back down to zero."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -377,22 +378,42 @@ def k_fill(grp, n, off, cnt, members):
             members[off[g] + old - 1] = i
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_sort_segments(off, ng, members):
-    """Insertion sort of every group's segment members[off[g]:off[g+1]] (segments are short)."""
+    """Sorts every group's segment members[off[g]:off[g+1]] in place (heapsort: O(s log s) per
+    thread, so a cluster absorbing thousands of satellites in one round stays cheap)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     for g in range(start, ng, step):
         s = off[g]
-        for a in range(s + 1, off[g + 1]):
-            x = members[a]
-            b = a - 1
-            while b >= s and members[b] > x:
-                members[b + 1] = members[b]
-                b -= 1
-            members[b + 1] = x
+        end = off[g + 1] - s
+        i = end // 2
+        while True:
+            if i > 0:  # heap construction
+                i -= 1
+                root = i
+            else:  # move the maximum behind the shrinking heap
+                end -= 1
+                if end <= 0:
+                    break
+                x = members[s]
+                members[s] = members[s + end]
+                members[s + end] = x
+                root = 0
+            while True:  # sift members[s + root] down within the first ``end`` items
+                child = 2 * root + 1
+                if child >= end:
+                    break
+                if child + 1 < end and members[s + child] < members[s + child + 1]:
+                    child += 1
+                if members[s + root] >= members[s + child]:
+                    break
+                x = members[s + root]
+                members[s + root] = members[s + child]
+                members[s + child] = x
+                root = child
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_sum_costs(off, members, ng, old, k, new):
     """new[g] = sum of old[m] over g's (sorted) members, in increasing order."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -409,7 +430,7 @@ def k_sum_costs(off, members, ng, old, k, new):
 # ----------------------------------------------------------------------------- parallel edges
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_clear_hash(keys, owner, h):
     """Empties the first h slots of the edge hash table."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -418,7 +439,7 @@ def k_clear_hash(keys, owner, h):
         owner[i] = NO_EDGE
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_hash_insert(eu, ev, ne, nid, nn, keys, owner, mask, slot):
     """Relabels edge e to clusters (a, b) = nid[...]; self-loops get slot -1, others the hash slot
     of the pair (linear probing); owner[slot] = lowest edge index of the pair."""
@@ -443,7 +464,7 @@ def k_hash_insert(eu, ev, ne, nid, nn, keys, owner, mask, slot):
         cuda.atomic.min(owner, h, e)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_owner_flag(slot, owner, ne, flag):
     """flag[e] = 1 when e is the lowest-index edge of its cluster pair."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -452,7 +473,7 @@ def k_owner_flag(slot, owner, ne, flag):
         flag[e] = 1 if s >= 0 and owner[s] == e else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_edge_group(slot, owner, pos, ne, grp):
     """grp[e] = new index of e's cluster pair (-1 for self-loops)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -461,7 +482,7 @@ def k_edge_group(slot, owner, pos, ne, grp):
         grp[e] = pos[owner[s]] if s >= 0 else -1
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_sum_edges(off, members, ng, eu, ev, ew, nid, eu2, ev2, ew2):
     """New edge g joins the relabelled ends of its first member; its cost sums its members'."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -482,7 +503,7 @@ def k_sum_edges(off, members, ng, eu, ev, ew, nid, eu2, ev2, ew2):
 # ----------------------------------------------------------------------------- local search
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_half_ends(eu, ev, m, ends):
     """ends[2e] = eu[e], ends[2e + 1] = ev[e]: the node owning each half-edge."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -491,7 +512,7 @@ def k_half_ends(eu, ev, m, ends):
         ends[2 * e + 1] = ev[e]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_cluster_keys(n, lab, stuff, k, cls, key):
     """Segment key of every cluster: its class for stuff, K + cluster id for things."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -501,7 +522,7 @@ def k_cluster_keys(n, lab, stuff, k, cls, key):
         key[u] = c if stuff[c] != 0 else k + np.int64(u)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_node_keys(node_cl, ntot, ccls, ckey, cls, key):
     """Every node takes the class and segment key of its cluster."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -510,7 +531,7 @@ def k_node_keys(node_cl, ntot, ccls, ckey, cls, key):
         key[i] = ckey[node_cl[i]]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, n, fresh, key, cls, delta, tkey, tcls):
     """Best move of every unit (node or cluster) and its objective change (0 when none improves).
 
@@ -583,7 +604,7 @@ def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, n, fresh, key, cls, delta, 
         tcls[v] = bcls
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_ls_apply(off, half, eu, ev, n, delta, tkey, tcls, key, cls, flag, stamp):
     """Applies the moves that beat every improving neighbour (lower change, then lower id).
 
@@ -612,7 +633,7 @@ def k_ls_apply(off, half, eu, ev, n, delta, tkey, tcls, key, cls, flag, stamp):
 # ----------------------------------------------------------------------------- segments, output
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_hook(eu, ev, m, key, parent, flag, stamp):
     """Links the roots of the ends of every uncut edge (equal keys); the lower id wins."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -627,7 +648,7 @@ def k_hook(eu, ev, m, key, parent, flag, stamp):
                 flag[0] = stamp
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_compress(parent, n):
     """Pointer jumping until every node points at its root."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -640,7 +661,7 @@ def k_compress(parent, n):
         parent[u] = p
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_is_root(parent, n, isroot):
     """isroot[u] = 1 when node u is its segment's root (its lowest node)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -648,7 +669,7 @@ def k_is_root(parent, n, isroot):
         isroot[u] = 1 if parent[u] == u else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_outputs(ntot, nper, parent, cls, compid, labels, comp):
     """Per node: class and segment id, numbered from 0 inside each image in order of first node."""
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -657,7 +678,7 @@ def k_outputs(ntot, nper, parent, cls, compid, labels, comp):
         comp[i] = compid[parent[i]] - compid[(i // nper) * nper]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def k_cut(src, m, nper, nb, comp, cut):
     """cut[b * E + e] = the ends of edge e lie in different segments of image b."""
     start, step = cuda.grid(1), cuda.gridsize(1)

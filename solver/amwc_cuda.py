@@ -361,6 +361,8 @@ def _solve(
         raise ValueError("node_costs: needs at least one class (K = 0)")
     stuff = cuda.to_device((~_host_flags(partitionable, k)).astype(np.uint8), stream=stream)
     ntot, etot = nb * n, nb * m
+    if n == 0 and m > 0:
+        raise ValueError(_ERRORS[kern.ERR_RANGE])
     labels = cuda.device_array(ntot, np.int32, stream=stream)
     comp = cuda.device_array(ntot, np.int32, stream=stream)
     cut = cuda.device_array(etot, np.bool_, stream=stream)

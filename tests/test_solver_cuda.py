@@ -134,6 +134,7 @@ def _simulate(out_path: str) -> None:
         "noedges", np.arange(12.0).reshape(4, 3)[:, ::-1], np.zeros((0, 2), np.int64), [], [1, 0, 1]
     )
     run("onenode", [[1.0, 0.0]], np.zeros((0, 2), np.int64), np.zeros(0), [True, False])
+    run("empty", np.zeros((0, 2)), np.zeros((0, 2), np.int64), np.zeros(0), [True, False])
     e = grid_graph(2, 3, (1,))
     run("oneclass_stuff", np.zeros((6, 1)), e, -np.ones(len(e)), [False])
     run("oneclass_thing", np.zeros((6, 1)), e, -np.ones(len(e)), [True])
@@ -150,6 +151,7 @@ def _simulate(out_path: str) -> None:
     run("err_nan", nan, e, w, part)
     run("err_shape", c, e[:, :1], w, part)
     run("err_part", c, e, w, part[:-1])
+    run("err_nonodes", np.zeros((0, 2)), e[:1], w[:1], [True, False])
     Path(out_path).write_text(json.dumps(res))
 
 
@@ -295,6 +297,7 @@ def test_edge_cases(sim: dict[str, Any]) -> None:
     r = sim["noedges"]
     assert r["labels"] == [2, 2, 2, 2] and r["components"] == [0, 1, 2, 3] and r["cut"] == []
     assert sim["onenode"]["labels"] == [1] and sim["onenode"]["components"] == [0]
+    assert sim["empty"]["shapes"] == [[0], [0], [0]]
     assert sim["oneclass_stuff"]["components"] == [0] * 6
     assert not any(sim["oneclass_stuff"]["cut"])
     # Thing class with repulsive edges: every node alone.
@@ -308,6 +311,7 @@ def test_bad_input_raises(sim: dict[str, Any]) -> None:
     assert "NaN" in sim["err_nan"]["error"]
     assert "edges" in sim["err_shape"]["error"]
     assert "partitionable" in sim["err_part"]["error"]
+    assert "out of range" in sim["err_nonodes"]["error"]
 
 
 def test_kernels_compile_for_hopper() -> None:

@@ -539,6 +539,8 @@ def k_ls_eval(off, half, eu, ev, ew, cost, k, stuff, n, fresh, key, cls, delta, 
     are always joined; things: an id). A unit may join the segment of a neighbour (taking its
     class), join a stuff class no neighbour has, or open a new thing segment ``fresh + unit``.
     ``cost`` holds the units' class-cost vectors, the graph the (summed) edges between units.
+    Only the first MAX_NEIGHBOUR_KEYS distinct neighbouring segments are candidates; beyond that
+    the stuff moves, which need the full list, are skipped.
     """
     ks = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.int64)
     ss = cuda.local.array(MAX_NEIGHBOUR_KEYS, np.float64)

@@ -29,6 +29,7 @@ import numpy as np
 _JIT = {"cache": True, "nogil": True}
 _HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 _LOW32 = 0xFFFFFFFF
+_DEAD = -1  # stamp of an edge that was contracted or folded into a parallel edge
 
 
 # ----------------------------------------------------------------------------- hash table
@@ -38,7 +39,7 @@ _LOW32 = 0xFFFFFFFF
 # never asked for again. Slots are therefore never deleted; the table is rebuilt when it fills.
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _slot(u, v, n, shift, mask):
     """Fibonacci hash of the ordered pair u < v to a table slot."""
     return (((u * n + v) * _HASH_MUL) >> shift) & mask
@@ -69,12 +70,12 @@ def _hinsert(table, shift, mask, n, u, v, e):
 
 
 @nb.njit(**_JIT)
-def _rehash(table, shift, mask, ends, alive, n):
+def _rehash(table, shift, mask, ends, stamp, n):
     """Rebuild the table from the live edges; returns the number of filled slots."""
     table[:] = -1
     count = 0
-    for e in range(alive.shape[0]):
-        if alive[e]:
+    for e in range(stamp.shape[0]):
+        if stamp[e] >= 0:
             u = np.int64(ends[2 * e])
             v = np.int64(ends[2 * e + 1])
             _hinsert(table, shift, mask, n, min(u, v), max(u, v), e)
@@ -136,16 +137,24 @@ def _heap_pop(heap, size):
 def _push_grow(heap, size, item):
     """Push onto the heap, doubling its storage when full; returns (heap, new size)."""
     if size == heap.shape[0]:
-        bigger = np.empty(2 * size, np.int64)
-        bigger[:size] = heap
-        heap = bigger
+        heap = _grow(heap, 2 * size)
     return heap, _heap_push(heap, size, item)
+
+
+@nb.njit(**_JIT)
+def _copy(dst, d0, src, s0, count):
+    """``dst[d0 : d0 + count] = src[s0 : s0 + count]`` for non-overlapping or forward-safe ranges.
+
+    An explicit loop: numba compiles slice-to-slice assignment slowly.
+    """
+    for i in range(count):
+        dst[d0 + i] = src[s0 + i]
 
 
 # ----------------------------------------------------------------------------- union-find
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _find(parent, x):
     """Root of ``x`` with path halving."""
     while parent[x] != x:
@@ -157,7 +166,7 @@ def _find(parent, x):
 # ----------------------------------------------------------------------------- greedy contraction
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _gain(cvec, lab, mval, a, b, w):
     """Gain of joining clusters a and b whose summed edge cost is w."""
     if lab[a] == lab[b]:
@@ -170,7 +179,7 @@ def _gain(cvec, lab, mval, a, b, w):
     return w + mval[a] + mval[b] - s
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _gain_bits(g):
     """Order-preserving 31-bit code of a positive gain (9-bit exponent, 22-bit mantissa); 0 if <= 0.
 
@@ -197,34 +206,37 @@ def _relabel(cvec, lab, mval, c):
 
 
 @nb.njit(**_JIT)
-def _sort_keys(keys, count, tmp):
-    """Sort ``keys[:count]`` ascending by their upper 31 bits (stable LSD radix, 3 passes)."""
-    src = keys
-    dst = tmp
-    for shift in (32, 43, 54):
-        hist = np.zeros(2049, np.int64)
-        for i in range(count):
-            hist[((src[i] >> shift) & 2047) + 1] += 1
-        for d in range(2048):
-            hist[d + 1] += hist[d]
-        for i in range(count):
-            d = (src[i] >> shift) & 2047
-            dst[hist[d]] = src[i]
-            hist[d] += 1
-        src, dst = dst, src
-    # After an odd number of passes the result sits in tmp.
-    keys[:count] = src[:count]
+def _radix_pass(src, dst, count, shift):
+    """Stable counting-sort pass of ``src[:count]`` into ``dst`` on the 11 bits above ``shift``."""
+    hist = np.zeros(2049, np.int64)
+    for i in range(count):
+        hist[((src[i] >> shift) & 2047) + 1] += 1
+    for d in range(2048):
+        hist[d + 1] += hist[d]
+    for i in range(count):
+        d = (src[i] >> shift) & 2047
+        dst[hist[d]] = src[i]
+        hist[d] += 1
 
 
 @nb.njit(**_JIT)
-def _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp):
+def _sort_keys(keys, count, tmp):
+    """Sort ``keys[:count]`` ascending by their upper 31 bits (stable LSD radix, 3 passes)."""
+    _radix_pass(keys, tmp, count, 32)
+    _radix_pass(tmp, keys, count, 43)
+    _radix_pass(keys, tmp, count, 54)
+    _copy(keys, 0, tmp, 0, count)
+
+
+@nb.njit(**_JIT)
+def _queue_positive(cvec, lab, mval, ends, ew, stamp, keys, tmp):
     """Write the priority key of every live positive-gain edge into ``keys`` sorted ascending.
 
     Stamps are refreshed for all live edges; returns the number of keys.
     """
     count = 0
-    for e in range(alive.shape[0]):
-        if alive[e]:
+    for e in range(stamp.shape[0]):
+        if stamp[e] >= 0:
             gb = _gain_bits(_gain(cvec, lab, mval, ends[2 * e], ends[2 * e + 1], ew[e]))
             stamp[e] = gb
             if gb > 0:
@@ -259,16 +271,12 @@ def greedy_contraction(node_costs, edges, edge_costs):
     table = np.full(1 << bits, -1, np.int32)
     filled = 0
 
-    # Half-edge h = 2e + side: ends[h] is the cluster on that side, nxt[h] links the cluster's list.
+    # Half-edge h = 2e + side: ends[h] is the cluster on that side. Each cluster owns a block
+    # adj[start : start + length] (capacity cap) of its half-edges inside one growing arena.
     ends = np.empty(2 * m, np.int32)
     ew = np.empty(m, np.float64)
-    alive = np.zeros(m, np.bool_)
-    stamp = np.zeros(m, np.int32)
-    nxt = np.empty(2 * m, np.int32)
-    head = np.full(n, -1, np.int32)
-    tail = np.full(n, -1, np.int32)
+    stamp = np.full(m, _DEAD, np.int32)
     length = np.zeros(n, np.int64)
-
     for e in range(m):
         u = np.int64(min(edges[e, 0], edges[e, 1]))
         v = np.int64(max(edges[e, 0], edges[e, 1]))
@@ -281,16 +289,23 @@ def greedy_contraction(node_costs, edges, edge_costs):
         _hinsert(table, shift, mask, n, u, v, e)
         filled += 1
         ew[e] = edge_costs[e]
-        alive[e] = True
-        for h in (2 * e, 2 * e + 1):
-            x = ends[h]
-            nxt[h] = -1
-            if head[x] == -1:
-                head[x] = h
-            else:
-                nxt[tail[x]] = h
-            tail[x] = h
-            length[x] += 1
+        stamp[e] = 0
+        length[u] += 1
+        length[v] += 1
+    start = np.empty(n, np.int64)
+    cap = length.copy()
+    top = 0
+    for v in range(n):
+        start[v] = top
+        top += cap[v]
+    adj = np.empty(2 * top + 16, np.int32)
+    fill = start.copy()
+    for e in range(m):
+        if stamp[e] >= 0:
+            for h in (2 * e, 2 * e + 1):
+                x = ends[h]
+                adj[fill[x]] = h
+                fill[x] += 1
 
     # Initial (and re-swept) entries are consumed in sorted order from ``keys``; entries queued
     # while contracting go to the 4-ary max-heap. Each step takes the larger of the two heads.
@@ -298,7 +313,7 @@ def greedy_contraction(node_costs, edges, edge_costs):
     tmp = np.empty(m, np.int64)
     heap = np.empty(m + 16, np.int64)
     size = 0
-    ptr = _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp) - 1
+    ptr = _queue_positive(cvec, lab, mval, ends, ew, stamp, keys, tmp) - 1
     while ptr >= 0:
         while ptr >= 0 or size > 0:
             if size == 0 or (ptr >= 0 and keys[ptr] > heap[0]):
@@ -308,7 +323,7 @@ def greedy_contraction(node_costs, edges, edge_costs):
                 item, size = _heap_pop(heap, size)
             e = item & _LOW32
             ib = item >> 32
-            if not alive[e] or stamp[e] != ib:
+            if stamp[e] != ib:
                 continue
             a = np.int64(ends[2 * e])
             b = np.int64(ends[2 * e + 1])
@@ -322,59 +337,76 @@ def greedy_contraction(node_costs, edges, edge_costs):
             # Contract e: the cluster with the shorter edge list (a) is merged into b.
             if length[a] > length[b]:
                 a, b = b, a
-            alive[e] = False
+            stamp[e] = _DEAD
             for k in range(k_cls):
                 cvec[b, k] += cvec[a, k]
             _relabel(cvec, lab, mval, b)
-            parent[a] = b
-            kh = -1
-            kt = -1
-            kcount = 0
-            h = head[a]
-            while h != -1:
-                hn = nxt[h]
+            # Half-edges of a that survive are moved to the end of b's block; make room first.
+            need = length[b] + length[a]
+            if need > cap[b]:
+                new_cap = max(2 * cap[b], need)
+                if top + new_cap > adj.shape[0]:
+                    adj, top = _compact_arena(adj, start, length, cap, parent, max(top, new_cap))
+                _copy(adj, top, adj, start[b], length[b])
+                start[b] = top
+                cap[b] = new_cap
+                top += new_cap
+            out = start[b] + length[b]
+            for i in range(start[a], start[a] + length[a]):
+                h = adj[i]
                 e2 = h >> 1
-                if alive[e2]:
-                    c = np.int64(ends[h ^ 1])
-                    e3 = _hfind(table, shift, mask, ends, n, min(b, c), max(b, c))
-                    if e3 >= 0:
-                        # Parallel edge: fold e2 into e3 and re-queue e3 if its gain grew.
-                        alive[e2] = False
-                        ew[e3] += ew[e2]
-                        gb = _gain_bits(_gain(cvec, lab, mval, b, c, ew[e3]))
-                        if gb > stamp[e3]:
-                            stamp[e3] = gb
-                            heap, size = _push_grow(heap, size, (gb << 32) | e3)
-                    else:
-                        ends[h] = b
-                        _hinsert(table, shift, mask, n, min(b, c), max(b, c), e2)
-                        filled += 1
-                        nxt[h] = -1
-                        if kh == -1:
-                            kh = h
-                        else:
-                            nxt[kt] = h
-                        kt = h
-                        kcount += 1
-                h = hn
-            head[a] = -1
-            tail[a] = -1
-            length[a] = 0
-            if kh != -1:
-                if head[b] == -1:
-                    head[b] = kh
+                if stamp[e2] < 0:
+                    continue
+                c = np.int64(ends[h ^ 1])
+                e3 = _hfind(table, shift, mask, ends, n, min(b, c), max(b, c))
+                if e3 >= 0:
+                    # Parallel edge: fold e2 into e3 and re-queue e3 if its gain grew.
+                    stamp[e2] = _DEAD
+                    ew[e3] += ew[e2]
+                    gb = _gain_bits(_gain(cvec, lab, mval, b, c, ew[e3]))
+                    if gb > stamp[e3]:
+                        stamp[e3] = gb
+                        heap, size = _push_grow(heap, size, (gb << 32) | e3)
                 else:
-                    nxt[tail[b]] = kh
-                tail[b] = kt
-                length[b] += kcount
+                    ends[h] = b
+                    _hinsert(table, shift, mask, n, min(b, c), max(b, c), e2)
+                    filled += 1
+                    adj[out] = h
+                    out += 1
+            length[b] = out - start[b]
+            length[a] = 0
+            parent[a] = b
             if filled > (mask >> 1) + (mask >> 2):
-                filled = _rehash(table, shift, mask, ends, alive, n)
+                filled = _rehash(table, shift, mask, ends, stamp, n)
         # Gains may have grown while their entries were stale: re-queue every positive one.
-        ptr = _queue_positive(cvec, lab, mval, ends, ew, alive, stamp, keys, tmp) - 1
+        ptr = _queue_positive(cvec, lab, mval, ends, ew, stamp, keys, tmp) - 1
 
     for v in range(n):
         parent[v] = _find(parent, v)
     return parent, lab
+
+
+@nb.njit(**_JIT)
+def _compact_arena(adj, start, length, cap, parent, extra):
+    """Copy the blocks of live clusters into a fresh arena with ``extra`` free slots at the end.
+
+    Returns (new arena, first free slot).
+    """
+    total = 0
+    for v in range(start.shape[0]):
+        if parent[v] == v:
+            total += length[v]
+    new = np.empty(2 * (total + extra) + 16, np.int32)
+    top = 0
+    for v in range(start.shape[0]):
+        if parent[v] == v:
+            _copy(new, top, adj, start[v], length[v])
+            start[v] = top
+            cap[v] = length[v]
+            top += length[v]
+        else:
+            cap[v] = 0
+    return new, top
 
 
 # ----------------------------------------------------------------------------- local search
@@ -383,6 +415,8 @@ _JOIN = 1
 _STUFF = 2
 _SINGLE = 3
 _KL_CAP = 64  # Kernighan-Lin passes start from clusters of at most this many items
+_KL_PATIENCE = 32  # a global KL pass stops after this many moves without a new best
+_MULTI_START_NODES = 4096  # instances up to this size are also refined from a second start
 
 
 @nb.njit(**_JIT)
@@ -452,31 +486,102 @@ def _state(cl, clab, parent, spare):
 
 
 @nb.njit(**_JIT)
+def _best_move(v, p, indptr, nbr, wt, cost, cl, clab, parent, thing, ws, bound):
+    """Best move of item v out of its cluster p, if its objective change is below ``bound``.
+
+    Candidates: join an adjacent thing cluster, join every adjacent cluster of a stuff class (or
+    start that class alone when none is adjacent), become a thing singleton. ``ws`` = (acc, mark,
+    touched, lsum, token) scratch; on return ``touched[:count]`` lists v's neighbouring clusters.
+    Returns (change, kind, target cluster or class, count); kind 0 when nothing beats ``bound``.
+    """
+    acc, mark, touched, lsum, token = ws
+    token[0] += 1
+    tok = token[0]
+    k_cls = cost.shape[1]
+    lp = clab[p]
+    nt = 0
+    for j in range(indptr[v], indptr[v + 1]):
+        q = _root(parent, cl[nbr[j]])
+        if mark[q] != tok:
+            mark[q] = tok
+            acc[q] = 0.0
+            touched[nt] = q
+            nt += 1
+        acc[q] += wt[j]
+    base = cost[v, lp] - (acc[p] if mark[p] == tok else 0.0)
+    best = bound
+    kind = 0
+    target = -1
+    for k in range(k_cls):
+        lsum[k] = 0.0
+    for t in range(nt):
+        q = touched[t]
+        if q == p:
+            continue
+        lq = clab[q]
+        if thing[lq]:
+            d = cost[v, lq] - base - acc[q]
+            if d < best:
+                best = d
+                kind = _JOIN
+                target = q
+        else:
+            lsum[lq] += acc[q]
+    for k in range(k_cls):
+        if thing[k]:
+            d = cost[v, k] - base
+            if d < best:
+                best = d
+                kind = _SINGLE
+                target = k
+        elif k != lp:
+            d = cost[v, k] - base - lsum[k]
+            if d < best:
+                best = d
+                kind = _STUFF
+                target = k
+    return best, kind, target, nt
+
+
+@nb.njit(**_JIT)
+def _move_scratch(cap, indptr, k_cls):
+    """Scratch (acc, mark, touched, lsum, token) for ``_best_move`` over ``cap`` cluster ids."""
+    max_deg = 0
+    for v in range(indptr.shape[0] - 1):
+        max_deg = max(max_deg, indptr[v + 1] - indptr[v])
+    return (
+        np.zeros(cap, np.float64),
+        np.zeros(cap, np.int64),
+        np.empty(max_deg + 1, np.int64),
+        np.zeros(k_cls, np.float64),
+        np.zeros(1, np.int64),
+    )
+
+
+@nb.njit(**_JIT)
 def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
     """Move items (nodes, or clusters on the cluster graph) between clusters while it pays.
 
-    Item v may join an adjacent thing cluster, join every adjacent cluster of a stuff class (or
-    start that class alone when none is adjacent), or become a thing singleton; the best move is
-    applied when it lowers the objective by more than ``tol``, and v's neighbours are re-queued.
-    ``cl`` maps items to cluster ids (union-find ``parent``), ``clab``/``csize`` are per cluster.
-    Returns (number of moves, number of cluster ids in use, the possibly reallocated state).
+    Best improvement first: the item whose ``_best_move`` lowers the objective most (by more than
+    ``tol``) moves, then its neighbours are re-evaluated. ``cl`` maps items to cluster ids
+    (union-find ``parent``), ``clab``/``csize`` are per cluster. Returns (number of moves, number
+    of cluster ids in use, the possibly reallocated clab, csize, parent).
     """
     n_items, k_cls = cost.shape
     cap = parent.shape[0]
-    acc = np.zeros(cap, np.float64)
-    mark = np.full(cap, -1, np.int64)
-    lsum = np.zeros(k_cls, np.float64)
-    queue = np.arange(n_items)
-    queued = np.ones(n_items, np.bool_)
-    q_head = 0
-    q_len = n_items
-    moves = 0
-    max_deg = 0
+    ws = _move_scratch(cap, indptr, k_cls)
+    touched = ws[2]
+    hkey = np.empty(64, np.float64)
+    hval = np.empty(64, np.int64)
+    size = 0
     for v in range(n_items):
-        max_deg = max(max_deg, indptr[v + 1] - indptr[v])
-    touched = np.empty(max_deg + 1, np.int64)
-    token = 0
-    while q_len > 0:
+        d, kind, _, _ = _best_move(
+            v, _root(parent, cl[v]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, -tol
+        )
+        if kind != 0:
+            hkey, hval, size = _minheap_push(hkey, hval, size, d, v)
+    moves = 0
+    while size > 0:
         if used == cap:
             # Out of fresh cluster ids: renumber the clusters in use and enlarge the id space.
             used, nlab, nsize = _compact(cl, clab, parent)
@@ -484,59 +589,19 @@ def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
             parent = np.arange(cap)
             clab = _grow(nlab, cap)
             csize = _grow(nsize, cap)
-            acc = np.zeros(cap, np.float64)
-            mark = np.full(cap, -1, np.int64)
-        token += 1
-        v = queue[q_head]
-        q_head = q_head + 1 if q_head + 1 < n_items else 0
-        q_len -= 1
-        queued[v] = False
+            ws = _move_scratch(cap, indptr, k_cls)
+            touched = ws[2]
+        d, v, size = _minheap_pop(hkey, hval, size)
         p = _find(parent, cl[v])
         cl[v] = p
-        lp = clab[p]
-        nt = 0
-        for j in range(indptr[v], indptr[v + 1]):
-            q = _find(parent, cl[nbr[j]])
-            if mark[q] != token:
-                mark[q] = token
-                acc[q] = 0.0
-                touched[nt] = q
-                nt += 1
-            acc[q] += wt[j]
-        w_own = acc[p] if mark[p] == token else 0.0
-        base = cost[v, lp] - w_own
-        best = -tol
-        kind = 0
-        target = -1
-        for k in range(k_cls):
-            lsum[k] = 0.0
-        for t in range(nt):
-            q = touched[t]
-            if q == p:
-                continue
-            lq = clab[q]
-            if thing[lq]:
-                d = cost[v, lq] - base - acc[q]
-                if d < best:
-                    best = d
-                    kind = _JOIN
-                    target = q
-            else:
-                lsum[lq] += acc[q]
-        for k in range(k_cls):
-            if thing[k]:
-                d = cost[v, k] - base
-                if d < best:
-                    best = d
-                    kind = _SINGLE
-                    target = k
-            elif k != lp:
-                d = cost[v, k] - base - lsum[k]
-                if d < best:
-                    best = d
-                    kind = _STUFF
-                    target = k
+        d2, kind, target, nt = _best_move(
+            v, p, indptr, nbr, wt, cost, cl, clab, parent, thing, ws, -tol
+        )
         if kind == 0:
+            continue
+        if d2 > d + tol:
+            # The entry is out of date: queue the item again at its current value.
+            hkey, hval, size = _minheap_push(hkey, hval, size, d2, v)
             continue
         csize[p] -= 1
         if kind == _JOIN:
@@ -564,19 +629,138 @@ def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
         moves += 1
         for j in range(indptr[v], indptr[v + 1]):
             u = nbr[j]
-            if not queued[u]:
-                queued[u] = True
-                tail = q_head + q_len
-                queue[tail if tail < n_items else tail - n_items] = u
-                q_len += 1
+            du, ku, _, _ = _best_move(
+                u, _root(parent, cl[u]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, -tol
+            )
+            if ku != 0:
+                hkey, hval, size = _minheap_push(hkey, hval, size, du, u)
     return moves, used, clab, csize, parent
+
+
+@nb.njit(**_JIT)
+def _kl_global(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, patience):
+    """Kernighan-Lin pass over all items with the ``_best_move`` moves.
+
+    Repeatedly applies the best move of any unmoved item (even when it does not pay), each item
+    at most once, stopping after ``patience`` moves without a new best; the best prefix is kept.
+    Needs ``clab.shape[0] - used >= number of items`` free cluster ids. Returns (change, used).
+    """
+    n_items, k_cls = cost.shape
+    cap = clab.shape[0]
+    ws = _move_scratch(cap, indptr, k_cls)
+    touched = ws[2]
+    hkey = np.empty(max(16, 2 * n_items), np.float64)
+    hval = np.empty(hkey.shape[0], np.int64)
+    size = 0
+    for v in range(n_items):
+        d, kind, _, _ = _best_move(
+            v, _root(parent, cl[v]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, np.inf
+        )
+        if kind != 0:
+            hkey, hval, size = _minheap_push(hkey, hval, size, d, v)
+    locked = np.zeros(n_items, np.bool_)
+    # Log of changes: kind 0 = item moved (who, its previous cl entry), kind 1 = cluster merged
+    # (who, into); undone in reverse order.
+    lkind = np.empty(64, np.int8)
+    who = np.empty(64, np.int64)
+    whr = np.empty(64, np.int64)
+    n_log = 0
+    steps = 0
+    total = 0.0
+    best = -tol
+    best_log = 0
+    best_step = 0
+    used_at_best = used
+    while size > 0 and steps - best_step < patience and used < cap:
+        d, v, size = _minheap_pop(hkey, hval, size)
+        if locked[v]:
+            continue
+        p = _root(parent, cl[v])
+        d2, kind, target, nt = _best_move(
+            v, p, indptr, nbr, wt, cost, cl, clab, parent, thing, ws, np.inf
+        )
+        if kind == 0:
+            continue
+        if d2 > d + tol:
+            # The entry is out of date: queue the item again at its current value.
+            hkey, hval, size = _minheap_push(hkey, hval, size, d2, v)
+            continue
+        if n_log + nt + 1 > lkind.shape[0]:
+            lkind = _grow(lkind, 2 * lkind.shape[0] + nt)
+            who = _grow(who, lkind.shape[0])
+            whr = _grow(whr, lkind.shape[0])
+        dest = target
+        if kind != _JOIN:
+            dest = -1
+            if kind == _STUFF:
+                for t in range(nt):
+                    q = touched[t]
+                    if q != p and clab[q] == target:
+                        if dest < 0:
+                            dest = q
+                        else:
+                            parent[q] = dest
+                            csize[dest] += csize[q]
+                            lkind[n_log] = 1
+                            who[n_log] = q
+                            whr[n_log] = dest
+                            n_log += 1
+            if dest < 0:
+                dest = used
+                used += 1
+                clab[dest] = target
+                csize[dest] = 0
+        lkind[n_log] = 0
+        who[n_log] = v
+        whr[n_log] = cl[v]
+        n_log += 1
+        cl[v] = dest
+        csize[p] -= 1
+        csize[dest] += 1
+        locked[v] = True
+        steps += 1
+        total += d2
+        if total < best:
+            best = total
+            best_log = n_log
+            best_step = steps
+            used_at_best = used
+        for j in range(indptr[v], indptr[v + 1]):
+            u = nbr[j]
+            if not locked[u]:
+                du, ku, _, _ = _best_move(
+                    u,
+                    _root(parent, cl[u]),
+                    indptr,
+                    nbr,
+                    wt,
+                    cost,
+                    cl,
+                    clab,
+                    parent,
+                    thing,
+                    ws,
+                    np.inf,
+                )
+                if ku != 0:
+                    hkey, hval, size = _minheap_push(hkey, hval, size, du, u)
+    for i in range(n_log - 1, best_log - 1, -1):
+        if lkind[i] == 0:
+            v = who[i]
+            csize[_root(parent, cl[v])] -= 1
+            cl[v] = whr[i]
+            csize[_root(parent, cl[v])] += 1
+        else:
+            parent[who[i]] = who[i]
+            csize[whr[i]] -= csize[who[i]]
+    return (best if best_log > 0 else 0.0), used_at_best
 
 
 @nb.njit(**_JIT)
 def _grow(arr, size):
     """Copy of ``arr`` zero-padded to ``size`` entries."""
     out = np.zeros(size, arr.dtype)
-    out[: arr.shape[0]] = arr
+    _copy(out, 0, arr, 0, arr.shape[0])
     return out
 
 
@@ -620,45 +804,49 @@ def _cluster_graph(cl, n_cl, edges, weights):
 
 
 @nb.njit(**_JIT)
-def _cluster_level(cl, clab, parent, node_costs, edges, edge_costs, thing):
-    """Move sweep and KL round on the cluster graph (whole clusters move).
-
-    Returns (moves, parent, labels).
-
-    On return ``cl`` holds cluster ids of the refined partition under the returned union-find.
-    """
-    n_cl, nlab, _ = _compact(cl, clab, parent)
+def _cluster_costs(cl, n_cl, node_costs):
+    """Summed class costs [n_cl, K] of the clusters ``cl`` (ids 0..n_cl-1)."""
     k_cls = node_costs.shape[1]
     ccost = np.zeros((n_cl, k_cls), np.float64)
     for v in range(cl.shape[0]):
         for k in range(k_cls):
             ccost[cl[v], k] += node_costs[v, k]
+    return ccost
+
+
+@nb.njit(**_JIT)
+def _relabel_items(cl, new_of):
+    """``cl[v] = new_of[cl[v]]`` for every item."""
+    for v in range(cl.shape[0]):
+        cl[v] = new_of[cl[v]]
+
+
+def _cluster_level(cl, clab, parent, node_costs, edges, edge_costs, thing):
+    """Move sweep and KL round on the cluster graph, where whole clusters move.
+
+    Returns (changed, parent, labels); on return ``cl`` holds cluster ids of the refined
+    partition under the returned union-find.
+    """
+    n_cl, nlab, _ = _compact(cl, clab, parent)
+    ccost = _cluster_costs(cl, n_cl, node_costs)
     pairs, cw = _cluster_graph(cl, n_cl, edges, edge_costs)
     indptr, nbr, wt = _csr(n_cl, pairs, cw)
-    cap = 2 * n_cl + 2
     cl1 = np.arange(n_cl)
-    parent1 = np.arange(cap)
-    clab1 = _grow(nlab, cap)
-    csize1 = _grow(np.ones(n_cl, np.int64), cap)
-    scale = np.abs(ccost).max() if n_cl > 0 else 0.0
-    if cw.shape[0] > 0:
-        scale += np.abs(cw).max()
+    parent1, clab1, csize1, used = _state(cl1, nlab, np.arange(n_cl), n_cl)
+    scale = (np.abs(ccost).max() if n_cl else 0.0) + (np.abs(cw).max() if cw.size else 0.0)
     tol = 1e-9 * scale
     moves, used, clab1, csize1, parent1 = _sweep(
-        indptr, nbr, wt, ccost, cl1, clab1, csize1, parent1, n_cl, thing, tol
+        indptr, nbr, wt, ccost, cl1, clab1, csize1, parent1, used, thing, tol
     )
     parent1, clab1, csize1, used = _state(cl1, clab1, parent1, n_cl)
     gain, _ = _kl_round(
         indptr, nbr, wt, ccost, cl1, clab1, csize1, parent1, used, thing, tol, _KL_CAP
     )
-    if gain < 0.0:
-        moves += 1
-    for v in range(cl.shape[0]):
-        cl[v] = cl1[cl[v]]
-    return moves, parent1, clab1
+    _relabel_items(cl, cl1)
+    return moves > 0 or gain < 0.0, parent1, clab1
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _root(parent, x):
     """Union-find root without path compression (so merges can be undone in reverse order)."""
     while parent[x] != x:
@@ -686,7 +874,7 @@ def _move_delta(v, x, y, indptr, nbr, wt, cost, cl, clab, parent, thing):
     return cost[v, ly] - cost[v, clab[x]] + wx - wy
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _kl_target(x, a, b):
     """Destination of an item in cluster x: the other side of pair (a, b), or a when growing a."""
     if b < 0:
@@ -792,7 +980,7 @@ def _kl(a, b, seeds, indptr, nbr, wt, cost, cl, clab, csize, parent, thing, tol,
     return best if best_log > 0 else 0.0
 
 
-@nb.njit(inline="always", **_JIT)
+@nb.njit(**_JIT)
 def _less(k1, v1, k2, v2):
     """Lexicographic order on (key, value) pairs."""
     return k1 < k2 or (k1 == k2 and v1 < v2)
@@ -866,7 +1054,8 @@ def _group(keys, n_groups):
 def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, kl_cap):
     """One Kernighan-Lin round over small clusters (at most ``kl_cap`` items): each adjacent pair
     with a small side, each small cluster against a fresh empty cluster of every class (splits and
-    partial relabelling), then each small cluster growing into its neighbours.
+    partial relabelling), each small cluster growing into its neighbours, and new regions grown
+    from each item of a small cluster.
 
     Returns (objective change, number of cluster ids in use).
     """
@@ -927,7 +1116,7 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
     for p in range(n_pairs):
         a = _root(parent, pa[p])
         b = _root(parent, pb[p])
-        if a != b:
+        if a != b and min(csize[a], csize[b]) <= kl_cap:
             gain += _kl(
                 a,
                 b,
@@ -1022,23 +1211,48 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
                 ws,
                 4 * kl_cap,
             )
+    # New regions: each item of a small cluster starts a fresh cluster (another class, or a new
+    # instance of its thing class) that then grows into its neighbours.
+    seed = np.empty(1, np.int64)
+    for v in range(n_items):
+        if csize[_root(parent, cl[v])] > kl_cap:
+            continue
+        for k in range(cost.shape[1]):
+            if used == cap:
+                break
+            if k == clab[_root(parent, cl[v])] and not thing[k]:
+                continue
+            fresh = used
+            clab[fresh] = k
+            csize[fresh] = 0
+            seed[0] = v
+            g = _kl(
+                fresh,
+                -1,
+                seed,
+                indptr,
+                nbr,
+                wt,
+                cost,
+                cl,
+                clab,
+                csize,
+                parent,
+                thing,
+                tol,
+                ws,
+                4 * kl_cap,
+            )
+            if g < 0.0:
+                gain += g
+                used += 1
     return gain, used
 
 
 @nb.njit(**_JIT)
-def solve_cpu(node_costs, edges, edge_costs, thing, max_rounds):
-    """Greedy contraction, stuff merge and up to ``max_rounds`` local-search rounds.
-
-    ``thing[k]`` marks partitionable classes. Returns (labels, components, cut, objective);
-    component ids are 0..C-1 in order of first node.
-    """
-    n = node_costs.shape[0]
-    m = edges.shape[0]
-    root, rlab = greedy_contraction(node_costs, edges, edge_costs)
-    cl = root.copy()
-    parent, clab, csize, used = _state(cl, rlab, np.arange(n), n)
-    # Clusters of the same stuff class that touch must be one segment.
-    for e in range(m):
+def _merge_stuff(edges, thing, cl, clab, csize, parent):
+    """Union every pair of touching clusters that carry the same stuff class."""
+    for e in range(edges.shape[0]):
         a = _find(parent, cl[edges[e, 0]])
         b = _find(parent, cl[edges[e, 1]])
         if a != b and clab[a] == clab[b] and not thing[clab[a]]:
@@ -1046,41 +1260,57 @@ def solve_cpu(node_costs, edges, edge_costs, thing, max_rounds):
                 a, b = b, a
             parent[b] = a
             csize[a] += csize[b]
+
+
+@nb.njit(**_JIT)
+def _resolve(cl, parent):
+    """Replace every cluster id by its union-find root."""
+    for v in range(cl.shape[0]):
+        cl[v] = _find(parent, cl[v])
+
+
+def _refine(node_costs, edges, edge_costs, thing, cl, rlab, max_rounds, csr):
+    """Stuff merge and up to ``max_rounds`` local-search rounds from the partition ``cl``.
+
+    ``cl`` maps nodes to cluster ids labelled by ``rlab``; on return it holds the refined
+    partition's cluster ids, labelled by the returned array.
+    """
+    n = node_costs.shape[0]
+    parent, clab, csize, used = _state(cl, rlab, np.arange(rlab.shape[0]), n)
+    _merge_stuff(edges, thing, cl, clab, csize, parent)
     if max_rounds > 0 and n > 0:
-        indptr, nbr, wt = _csr(n, edges, edge_costs)
-        scale = np.abs(node_costs).max()
-        if m > 0:
-            scale += np.abs(edge_costs).max()
+        indptr, nbr, wt = csr
+        scale = np.abs(node_costs).max() + (np.abs(edge_costs).max() if edge_costs.size else 0.0)
+        tol = 1e-9 * scale
         for _ in range(max_rounds):
-            moves0, used, clab, csize, parent = _sweep(
-                indptr, nbr, wt, node_costs, cl, clab, csize, parent, used, thing, 1e-9 * scale
+            _, used, clab, csize, parent = _sweep(
+                indptr, nbr, wt, node_costs, cl, clab, csize, parent, used, thing, tol
             )
-            moves1, parent1, clab1 = _cluster_level(
+            changed, parent1, clab1 = _cluster_level(
                 cl, clab, parent, node_costs, edges, edge_costs, thing
             )
             parent, clab, csize, used = _state(cl, clab1, parent1, n)
             gain, used = _kl_round(
-                indptr,
-                nbr,
-                wt,
-                node_costs,
-                cl,
-                clab,
-                csize,
-                parent,
-                used,
-                thing,
-                1e-9 * scale,
-                _KL_CAP,
+                indptr, nbr, wt, node_costs, cl, clab, csize, parent, used, thing, tol, _KL_CAP
             )
-            if moves0 + moves1 == 0 and gain == 0.0:
+            gain2, used = _kl_global(
+                indptr, nbr, wt, node_costs, cl, clab, csize, parent, used, thing, tol, _KL_PATIENCE
+            )
+            # The sweep runs to convergence, so another round only helps after other changes.
+            if not changed and gain + gain2 == 0.0:
                 break
+    _resolve(cl, parent)
+    return clab
 
+
+@nb.njit(**_JIT)
+def _finish(node_costs, edges, edge_costs, cl, clab):
+    """(labels, components, cut, objective) of the partition ``cl`` with cluster labels ``clab``."""
+    n = node_costs.shape[0]
+    m = edges.shape[0]
     labels = np.empty(n, np.int64)
     for v in range(n):
-        r = _find(parent, cl[v])
-        cl[v] = r
-        labels[v] = clab[r]
+        labels[v] = clab[cl[v]]
     same = np.empty(m, np.bool_)
     for e in range(m):
         same[e] = cl[edges[e, 0]] == cl[edges[e, 1]]
@@ -1094,6 +1324,53 @@ def solve_cpu(node_costs, edges, edge_costs, thing, max_rounds):
         if cut[e]:
             objective += edge_costs[e]
     return labels, components, cut, objective
+
+
+@nb.njit(**_JIT)
+def _argmin_start(node_costs, edges):
+    """Connected regions of equal argmin class: (cluster per node, label per cluster)."""
+    n = node_costs.shape[0]
+    alab = np.empty(n, np.int64)
+    for v in range(n):
+        alab[v] = np.argmin(node_costs[v])
+    same = np.empty(edges.shape[0], np.bool_)
+    for e in range(edges.shape[0]):
+        same[e] = alab[edges[e, 0]] == alab[edges[e, 1]]
+    cl = connected_components(n, edges, same)
+    rlab = np.empty(n, np.int64)
+    for v in range(n):
+        rlab[cl[v]] = alab[v]
+    return cl, rlab
+
+
+def solve_cpu(
+    node_costs: np.ndarray,
+    edges: np.ndarray,
+    edge_costs: np.ndarray,
+    thing: np.ndarray,
+    max_rounds: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Greedy contraction, stuff merge and up to ``max_rounds`` local-search rounds.
+
+    Validated contiguous inputs (float64 [N, K], int64 [E, 2], float64 [E], bool [K]; ``thing``
+    marks partitionable classes). Returns (labels, components, cut, objective); component ids are
+    0..C-1 in order of first node. Python only sequences the compiled (GIL-free) stages.
+    """
+    n = node_costs.shape[0]
+    root, rlab = greedy_contraction(node_costs, edges, edge_costs)
+    csr = _csr(n, edges, edge_costs)
+    clab = _refine(node_costs, edges, edge_costs, thing, root, rlab, max_rounds, csr)
+    best = _finish(node_costs, edges, edge_costs, root, clab)
+    if max_rounds > 0 and 0 < n <= _MULTI_START_NODES:
+        # Small instances: also refine from the argmin labelling (one cluster per same-class
+        # connected region) and keep the better result.
+        cl2, rlab2 = _argmin_start(node_costs, edges)
+        clab2 = _refine(node_costs, edges, edge_costs, thing, cl2, rlab2, max_rounds, csr)
+        other = _finish(node_costs, edges, edge_costs, cl2, clab2)
+        if other[3] < best[3]:
+            best = other
+    labels, components, cut, objective = best
+    return labels, components, cut, float(objective)
 
 
 @nb.njit(**_JIT)

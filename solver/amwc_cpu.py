@@ -222,10 +222,13 @@ def _radix_pass(src, dst, count, shift):
 @nb.njit(**_JIT)
 def _sort_keys(keys, count, tmp):
     """Sort ``keys[:count]`` ascending by their upper 31 bits (stable LSD radix, 3 passes)."""
-    _radix_pass(keys, tmp, count, 32)
-    _radix_pass(tmp, keys, count, 43)
-    _radix_pass(keys, tmp, count, 54)
-    _copy(keys, 0, tmp, 0, count)
+    for p in range(3):
+        # Shifts 32, 43, 54; data alternates keys -> tmp -> keys -> tmp.
+        if p % 2 == 0:
+            _radix_pass(keys, tmp, count, 32 + 11 * p)
+        else:
+            _radix_pass(tmp, keys, count, 32 + 11 * p)
+    _copy(keys, np.int64(0), tmp, np.int64(0), count)
 
 
 @nb.njit(**_JIT)
@@ -234,10 +237,12 @@ def _queue_positive(cvec, lab, mval, ends, ew, stamp, keys, tmp):
 
     Stamps are refreshed for all live edges; returns the number of keys.
     """
-    count = 0
+    count = np.int64(0)
     for e in range(stamp.shape[0]):
         if stamp[e] >= 0:
-            gb = _gain_bits(_gain(cvec, lab, mval, ends[2 * e], ends[2 * e + 1], ew[e]))
+            a = np.int64(ends[2 * e])
+            b = np.int64(ends[2 * e + 1])
+            gb = _gain_bits(_gain(cvec, lab, mval, a, b, ew[e]))
             stamp[e] = gb
             if gb > 0:
                 keys[count] = (gb << 32) | e
@@ -312,7 +317,7 @@ def greedy_contraction(node_costs, edges, edge_costs):
     keys = np.empty(m, np.int64)
     tmp = np.empty(m, np.int64)
     heap = np.empty(m + 16, np.int64)
-    size = 0
+    size = np.int64(0)
     ptr = _queue_positive(cvec, lab, mval, ends, ew, stamp, keys, tmp) - 1
     while ptr >= 0:
         while ptr >= 0 or size > 0:
@@ -397,7 +402,7 @@ def _compact_arena(adj, start, length, cap, parent, extra):
         if parent[v] == v:
             total += length[v]
     new = np.empty(2 * (total + extra) + 16, np.int32)
-    top = 0
+    top = np.int64(0)
     for v in range(start.shape[0]):
         if parent[v] == v:
             _copy(new, top, adj, start[v], length[v])
@@ -573,7 +578,7 @@ def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
     touched = ws[2]
     hkey = np.empty(64, np.float64)
     hval = np.empty(64, np.int64)
-    size = 0
+    size = np.int64(0)
     for v in range(n_items):
         d, kind, _, _ = _best_move(
             v, _root(parent, cl[v]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, -tol
@@ -628,7 +633,7 @@ def _sweep(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol):
         csize[dest] += 1
         moves += 1
         for j in range(indptr[v], indptr[v + 1]):
-            u = nbr[j]
+            u = np.int64(nbr[j])
             du, ku, _, _ = _best_move(
                 u, _root(parent, cl[u]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, -tol
             )
@@ -651,7 +656,7 @@ def _kl_global(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol,
     touched = ws[2]
     hkey = np.empty(max(16, 2 * n_items), np.float64)
     hval = np.empty(hkey.shape[0], np.int64)
-    size = 0
+    size = np.int64(0)
     for v in range(n_items):
         d, kind, _, _ = _best_move(
             v, _root(parent, cl[v]), indptr, nbr, wt, cost, cl, clab, parent, thing, ws, np.inf
@@ -661,7 +666,7 @@ def _kl_global(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol,
     locked = np.zeros(n_items, np.bool_)
     # Log of changes: kind 0 = item moved (who, its previous cl entry), kind 1 = cluster merged
     # (who, into); undone in reverse order.
-    lkind = np.empty(64, np.int8)
+    lkind = np.empty(64, np.int64)
     who = np.empty(64, np.int64)
     whr = np.empty(64, np.int64)
     n_log = 0
@@ -726,7 +731,7 @@ def _kl_global(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol,
             best_step = steps
             used_at_best = used
         for j in range(indptr[v], indptr[v + 1]):
-            u = nbr[j]
+            u = np.int64(nbr[j])
             if not locked[u]:
                 du, ku, _, _ = _best_move(
                     u,
@@ -760,7 +765,7 @@ def _kl_global(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol,
 def _grow(arr, size):
     """Copy of ``arr`` zero-padded to ``size`` entries."""
     out = np.zeros(size, arr.dtype)
-    _copy(out, 0, arr, 0, arr.shape[0])
+    _copy(out, np.int64(0), arr, np.int64(0), arr.shape[0])
     return out
 
 
@@ -899,7 +904,7 @@ def _kl(a, b, seeds, indptr, nbr, wt, cost, cl, clab, csize, parent, thing, tol,
     lock_id = lock_ref[0]
     hkey = np.empty(max(16, 2 * seeds.shape[0]), np.float64)
     hval = np.empty(hkey.shape[0], np.int64)
-    size = 0
+    size = np.int64(0)
     n_seeds = 0
     for i in range(seeds.shape[0]):
         v = seeds[i]
@@ -918,7 +923,7 @@ def _kl(a, b, seeds, indptr, nbr, wt, cost, cl, clab, csize, parent, thing, tol,
         limit = min(limit, csize[a] + csize[b])
     # Log of changes: kind 0 = item moved (who, its previous cl entry), kind 1 = cluster merged
     # (who, into); undone in reverse order.
-    kind = np.empty(4 * limit + 4, np.int8)
+    kind = np.empty(4 * limit + 4, np.int64)
     who = np.empty(kind.shape[0], np.int64)
     whr = np.empty(kind.shape[0], np.int64)
     n_log = 0
@@ -961,7 +966,7 @@ def _kl(a, b, seeds, indptr, nbr, wt, cost, cl, clab, csize, parent, thing, tol,
             best = total
             best_log = n_log
         for j in range(indptr[v], indptr[v + 1]):
-            u = nbr[j]
+            u = np.int64(nbr[j])
             xu = _root(parent, cl[u])
             yu = _kl_target(xu, a, b)
             if yu >= 0 and lock[u] != lock_id:
@@ -1088,7 +1093,7 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
     pb = np.empty(n_cut, np.int64)
     item_pair = np.empty(n_cut, np.int64)
     item = np.empty(n_cut, np.int64)
-    n_pairs = 0
+    n_pairs = np.int64(0)
     t = 0
     for v in range(n_items):
         for j in range(indptr[v], indptr[v + 1]):
@@ -1196,7 +1201,7 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
         if start[c + 1] > start[c] and _root(parent, c) == c and 0 < csize[c] <= kl_cap:
             gain += _kl(
                 c,
-                -1,
+                np.int64(-1),
                 outside[start[c] : start[c + 1]],
                 indptr,
                 nbr,
@@ -1228,7 +1233,7 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
             seed[0] = v
             g = _kl(
                 fresh,
-                -1,
+                np.int64(-1),
                 seed,
                 indptr,
                 nbr,

@@ -100,8 +100,10 @@ def _cuda_outputs(template: Any, labels: Any, comp: Any, cut: Any) -> tuple[Any,
     if is_torch(template):
         import torch
 
-        dev = template.device if template.is_cuda else torch.device("cuda")
-        out = tuple(torch.as_tensor(x, device=dev) for x in (labels, comp, cut))
+        if template.is_cuda:
+            out = tuple(torch.as_tensor(x, device=template.device) for x in (labels, comp, cut))
+        else:
+            out = tuple(torch.from_numpy(x.copy_to_host()) for x in (labels, comp, cut))
         return out[0].long(), out[1].long(), out[2].bool()
     if _on_gpu(template):
         return labels, comp, cut

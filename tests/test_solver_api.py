@@ -1,5 +1,9 @@
 """Public solver API: input checking, backends, torch in/out, batching, feasibility checks."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +177,25 @@ def test_amwc_objective_and_check_feasible_errors(inst):
         )
     with pytest.raises(ValueError, match="labels"):
         amwc_objective(costs, edges, np.ones(4), np.array([0, 0, 5, 0]), cut)
+
+
+def test_cuda_dispatch_under_simulator():
+    """backend="cuda" reaches the GPU solver and wraps its outputs (numba's CUDA simulator)."""
+    code = """
+import numpy as np
+from cops.solver import amwc_objective, check_feasible, grid_graph, solve_amwc, solve_amwc_batch
+edges = grid_graph(3, 4, [1, 2])
+rng = np.random.default_rng(0)
+c, w, p = rng.random((12, 4)), rng.normal(0.3, 1, size=len(edges)), [False, False, True, True]
+res = solve_amwc(c, edges, w, p, backend="cuda")
+assert res.labels.dtype == np.int64 and res.cut.dtype == np.bool_
+check_feasible(edges, res.labels, res.components, res.cut, p)
+assert abs(res.objective - amwc_objective(c, edges, w, res.labels, res.cut)) < 1e-9
+batch = solve_amwc_batch(np.stack([c, c]), edges, np.stack([w, w]), p, backend="cuda")
+assert batch.labels.shape == (2, 12) and np.allclose(batch.objective, res.objective)
+"""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

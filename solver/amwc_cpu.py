@@ -420,6 +420,7 @@ _JOIN = 1
 _STUFF = 2
 _SINGLE = 3
 _KL_CAP = 64  # Kernighan-Lin passes start from clusters of at most this many items
+_KL_LABELS = 3  # KL passes that change classes try the 3 cheapest classes of the items moved
 _KL_PATIENCE = 32  # a global KL pass stops after this many moves without a new best
 _MULTI_START_NODES = 4096  # instances up to this size are also refined from a second start
 
@@ -1056,6 +1057,13 @@ def _group(keys, n_groups):
 
 
 @nb.njit(**_JIT)
+def _kth_smallest(vec, k):
+    """The k-th smallest entry of ``vec`` (the largest entry when it has fewer than k)."""
+    srt = np.sort(vec)
+    return srt[min(k, srt.shape[0]) - 1]
+
+
+@nb.njit(**_JIT)
 def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, kl_cap):
     """One Kernighan-Lin round over small clusters (at most ``kl_cap`` items): each adjacent pair
     with a small side, each small cluster against a fresh empty cluster of every class (splits and
@@ -1139,19 +1147,26 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
                 ws,
                 4 * kl_cap,
             )
-    # Splits: clusters against a fresh empty cluster of each class (a thing cluster's own class
-    # included).
+    # Splits: clusters against a fresh empty cluster of each of their cheapest classes (a thing
+    # cluster's own class included).
     for v in range(n_items):
         root[v] = _root(parent, cl[v])
     start, members = _group(root, cap)
+    k_cls = cost.shape[1]
+    vec = np.empty(k_cls, np.float64)
     for c in range(cap):
         size_c = start[c + 1] - start[c]
         if size_c < 2 or size_c > kl_cap:
             continue
-        for k in range(cost.shape[1]):
+        vec[:] = 0.0
+        for i in range(start[c], start[c + 1]):
+            for k in range(k_cls):
+                vec[k] += cost[members[i], k]
+        limit = _kth_smallest(vec, _KL_LABELS)
+        for k in range(k_cls):
             if used == cap:
                 break
-            if k == clab[c] and not thing[k]:
+            if (k == clab[c] and not thing[k]) or (k != clab[c] and vec[k] > limit):
                 continue
             if _root(parent, c) != c:
                 break
@@ -1216,16 +1231,18 @@ def _kl_round(indptr, nbr, wt, cost, cl, clab, csize, parent, used, thing, tol, 
                 ws,
                 4 * kl_cap,
             )
-    # New regions: each item of a small cluster starts a fresh cluster (another class, or a new
-    # instance of its thing class) that then grows into its neighbours.
+    # New regions: each item of a small cluster starts a fresh cluster (one of its cheapest other
+    # classes, or a new instance of its thing class) that then grows into its neighbours.
     seed = np.empty(1, np.int64)
     for v in range(n_items):
         if csize[_root(parent, cl[v])] > kl_cap:
             continue
-        for k in range(cost.shape[1]):
+        limit = _kth_smallest(cost[v], _KL_LABELS)
+        for k in range(k_cls):
             if used == cap:
                 break
-            if k == clab[_root(parent, cl[v])] and not thing[k]:
+            own = k == clab[_root(parent, cl[v])]
+            if (own and not thing[k]) or (not own and cost[v, k] > limit):
                 continue
             fresh = used
             clab[fresh] = k

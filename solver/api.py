@@ -61,11 +61,16 @@ def cuda_available() -> bool:
 
 
 def resolve_backend(backend: str, *arrays: Any) -> str:
-    """Map ``backend`` to "cpu" or "cuda": "auto" picks cuda only when an input is on a GPU."""
+    """Map ``backend`` to "cpu" or "cuda".
+
+    "auto" picks cuda only when an input is on a GPU and numba can use it (otherwise the CPU
+    solver runs on host copies); an explicit "cuda" without a usable GPU is an error.
+    """
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "cuda" if any(_on_gpu(a) for a in arrays) else "cpu"
+        on_gpu = any(_on_gpu(a) for a in arrays)
+        return "cuda" if on_gpu and cuda_available() else "cpu"
     if backend == "cuda" and not cuda_available():
         raise RuntimeError(
             "backend='cuda' needs a CUDA GPU, but numba.cuda.is_available() is False; "

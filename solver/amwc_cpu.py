@@ -1,22 +1,27 @@
 """Sequential CPU AMWC solver: class-aware greedy edge contraction, then local search.
 
-All heavy work is numba-compiled (``cache=True``, ``nogil=True`` so batches run on a thread pool).
+All heavy work is numba-compiled (``cache=True``, ``nogil=True`` so batches run on a thread pool);
+Python only sequences the compiled stages.
 
 Greedy stage (DESIGN §5): every node starts as its own cluster labelled ``argmin_k c[k]``; the gain
 of joining clusters A and B is ``w_AB + c_A[l_A] + c_B[l_B] - min_k (c_A[k] + c_B[k])``. The edge of
-largest positive gain is contracted repeatedly. Clusters keep their incident edges in linked lists
-of half-edges; a global open-addressing hash table keyed by the cluster pair finds parallel edges,
-and the smaller list is merged into the larger. The max-heap holds ``(gain, edge)`` packed into one
-int64 (float32 gain bits above the edge id); an entry is current when its gain bits equal the edge's
-stamp. A gain is recomputed when its entry is popped: if it dropped, the entry is re-queued, so the
-heap is lazily corrected; a sweep over the remaining edges at the end re-queues gains that grew, and
-contraction stops only when no edge has a positive gain. Adjacent clusters of the same stuff class
-are then merged.
+largest positive gain is contracted repeatedly. Each cluster owns a block of half-edge ids in one
+growing arena; a global open-addressing hash table keyed by the cluster pair finds parallel edges
+(their costs are summed), and the shorter block is merged into the longer. Priorities are
+``(gain code << 32) | edge`` in one int64: the initial gains are radix-sorted and consumed in order,
+gains raised by folding parallel edges go to a 4-ary max-heap, and each step takes the larger head.
+An entry is current when its gain code equals the edge's stamp. A gain is recomputed when its entry
+is taken: if it dropped, the entry is re-queued (lazy correction); a sweep over the remaining edges
+at the end re-queues gains that grew, so contraction stops only when no edge has a positive gain.
+Adjacent clusters of the same stuff class are then merged.
 
-Local search: single nodes move to a neighbouring thing cluster, to a stuff class (joining every
-adjacent cluster of that class, which keeps "same stuff ⇒ same cluster" true) or to a new thing
-singleton, whenever that lowers the objective; the same moves are then applied to whole clusters on
-the contracted cluster graph. Both levels alternate until neither improves.
+Local search, in rounds until nothing improves: a best-improvement-first sweep moves single nodes
+to a neighbouring thing cluster, to a stuff class (joining every adjacent cluster of that class,
+which keeps "touching stuff of one class = one segment" true) or to a new thing singleton; the same
+sweep then moves whole clusters on the contracted cluster graph; Kernighan-Lin passes (sequences of
+moves that may pay only together, keeping the best prefix) work on small clusters: swaps between
+adjacent clusters, splits, growth and new regions, plus one pass over all nodes. Small instances
+are also refined from a second start (the argmin labelling) and the better result is kept.
 """
 
 from __future__ import annotations
@@ -181,9 +186,9 @@ def _gain(cvec, lab, mval, a, b, w):
 
 @nb.njit(**_JIT)
 def _gain_bits(g):
-    """Order-preserving 31-bit code of a positive gain (9-bit exponent, 22-bit mantissa); 0 if <= 0.
+    """Order-preserving 31-bit code of a positive gain (9-bit exponent, 21-bit mantissa); 0 if <= 0.
 
-    The code is the heap priority; it keeps gains to a relative resolution of 2**-22.
+    The code is the queue priority; it orders gains to a relative resolution of 2**-21.
     """
     if not g > 0.0:
         return np.int64(0)
@@ -486,8 +491,8 @@ def _state(cl, clab, parent, spare):
     parent = np.arange(cap)
     labels = np.zeros(cap, np.int64)
     sizes = np.zeros(cap, np.int64)
-    labels[:count] = nlab
-    sizes[:count] = nsize
+    _copy(labels, np.int64(0), nlab, np.int64(0), count)
+    _copy(sizes, np.int64(0), nsize, np.int64(0), count)
     return parent, labels, sizes, count
 
 
@@ -1058,9 +1063,19 @@ def _group(keys, n_groups):
 
 @nb.njit(**_JIT)
 def _kth_smallest(vec, k):
-    """The k-th smallest entry of ``vec`` (the largest entry when it has fewer than k)."""
-    srt = np.sort(vec)
-    return srt[min(k, srt.shape[0]) - 1]
+    """The k-th smallest entry of ``vec`` (the largest entry when it has fewer than k).
+
+    Partial selection sort: k and the number of classes are small.
+    """
+    work = vec.copy()
+    n = work.shape[0]
+    for i in range(min(k, n)):
+        m = i
+        for j in range(i + 1, n):
+            if work[j] < work[m]:
+                m = j
+        work[i], work[m] = work[m], work[i]
+    return work[min(k, n) - 1]
 
 
 @nb.njit(**_JIT)

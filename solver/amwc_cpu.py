@@ -44,7 +44,7 @@ _DEAD = -1  # stamp of an edge that was contracted or folded into a parallel edg
 # never asked for again. Slots are therefore never deleted; the table is rebuilt when it fills.
 
 
-@nb.njit(**_JIT)
+@nb.njit(inline="always", **_JIT)
 def _slot(u, v, n, shift, mask):
     """Fibonacci hash of the ordered pair u < v to a table slot."""
     return (((u * n + v) * _HASH_MUL) >> shift) & mask
@@ -171,7 +171,7 @@ def _find(parent, x):
 # ----------------------------------------------------------------------------- greedy contraction
 
 
-@nb.njit(**_JIT)
+@nb.njit(inline="always", **_JIT)
 def _gain(cvec, lab, mval, a, b, w):
     """Gain of joining clusters a and b whose summed edge cost is w."""
     if lab[a] == lab[b]:
@@ -184,7 +184,7 @@ def _gain(cvec, lab, mval, a, b, w):
     return w + mval[a] + mval[b] - s
 
 
-@nb.njit(**_JIT)
+@nb.njit(inline="always", **_JIT)
 def _gain_bits(g):
     """Order-preserving 31-bit code of a positive gain (9-bit exponent, 21-bit mantissa); 0 if <= 0.
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,6 +133,10 @@ def launch_local(nproc: int, fn: Callable[..., None], *args: Any, verbose: bool 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # The agent installs handlers that turn these signals into exceptions and never removes them;
+    # left in place they would outlive the launch (and be inherited by any process forked later).
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    handlers = {sig: signal.getsignal(sig) for sig in handled}
     noisy = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.multiprocessing")]
     levels = [logger.level for logger in noisy]
     if not verbose:  # the agent logs each start and dumps failures we report ourselves
@@ -174,3 +179,6 @@ def launch_local(nproc: int, fn: Callable[..., None], *args: Any, verbose: bool 
         finally:
             for logger, level in zip(noisy, levels, strict=True):
                 logger.setLevel(level)
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)

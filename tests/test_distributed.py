@@ -12,6 +12,7 @@ gradients; Adam's first step, g/|g|, would magnify rounding of near-zero gradien
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -82,6 +83,9 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     assert val_ddp[0]["loss"] == pytest.approx(val_single[0]["loss"], rel=1e-5)
 
 
-def test_launcher_reports_a_worker_error():
+def test_launcher_reports_a_worker_error_and_restores_signal_handlers():
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    before = [signal.getsignal(sig) for sig in handled]
     with pytest.raises(CopsError, match=r"^bad input \(rank 1\)$"):
         launch_local(2, fail_on_rank_one, "bad input")
+    assert [signal.getsignal(sig) for sig in handled] == before

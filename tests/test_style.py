@@ -1,0 +1,15 @@
+"""The code base stays ruff-clean (lint and format), as CI checks with the rest of the suite."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_lint_and_format_clean():
+    for args in (["check", "."], ["format", "--check", "."]):
+        out = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stdout + out.stderr

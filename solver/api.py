@@ -147,16 +147,19 @@ def solve_amwc(
 
     ``node_costs`` [N, K] cost of class k at node i; ``edges`` [E, 2]; ``edge_costs`` [E] paid when
     an edge is cut (positive favours joining); ``partitionable`` [K] True for thing classes. With
-    ``partitionable`` all False this is multiway cut. ``backend``: "cpu" (greedy contraction +
-    local search unless ``local_search`` is False), "cuda" (parallel greedy contraction on the
-    GPU) or "auto" (cuda only when the inputs are on a GPU). Bad input raises ValueError.
+    ``partitionable`` all False this is multiway cut. ``backend``: "cpu" (greedy contraction),
+    "cuda" (parallel greedy contraction on the GPU) or "auto" (cuda only when the inputs are on a
+    GPU); both refine by local search unless ``local_search`` is False. Bad input raises ValueError.
     """
     backend = resolve_backend(backend, node_costs, edges, edge_costs)
     if backend == "cuda":
         from .amwc_cuda import solve_amwc_cuda
 
         labels, comp, cut = _cuda_outputs(
-            node_costs, *solve_amwc_cuda(node_costs, edges, edge_costs, partitionable)
+            node_costs,
+            *solve_amwc_cuda(
+                node_costs, edges, edge_costs, partitionable, local_search=local_search
+            ),
         )
         objective = float(_objective_like(node_costs, edge_costs, labels, cut))
         return AMWCResult(labels, comp, cut, objective)
@@ -189,7 +192,10 @@ def solve_amwc_batch(
         from .amwc_cuda import solve_amwc_cuda_batch
 
         labels, comp, cut = _cuda_outputs(
-            node_costs, *solve_amwc_cuda_batch(node_costs, edges, edge_costs, partitionable)
+            node_costs,
+            *solve_amwc_cuda_batch(
+                node_costs, edges, edge_costs, partitionable, local_search=local_search
+            ),
         )
         return AMWCResult(labels, comp, cut, _objective_like(node_costs, edge_costs, labels, cut))
 

@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -47,18 +48,26 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     )
 
 
-@contextmanager
-def split_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar with one task per split; yields a ``progress(split, done, total)``."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
+def make_progress(
+    *extra: ProgressColumn, description: str = "{task.description}", show: bool = True
+) -> Progress:
+    """The project's progress bar on stderr (hidden by `--quiet` or `show=False`)."""
+    return Progress(
+        TextColumn(f"[bold]{description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *extra,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=state.quiet,
+        disable=state.quiet or not show,
     )
+
+
+@contextmanager
+def split_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar with one task per split; yields a ``progress(split, done, total)``."""
+    progress = make_progress()
     tasks: dict[str, TaskID] = {}
 
     def update(split: str, done: int, total: int) -> None:

@@ -24,15 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TaskID, TextColumn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -40,7 +32,7 @@ from torch.utils.data import DataLoader
 from cops import distributed
 from cops.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 from cops.config import TrainConfig
-from cops.console import err_console, state
+from cops.console import make_progress
 from cops.distributed import DistInfo
 from cops.errors import CopsError
 from cops.schedule import build_scheduler
@@ -371,15 +363,10 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn(f"[bold]{self.ctx.phase}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+        return make_progress(
             TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=state.quiet or not self.dist.is_main,
+            description=self.ctx.phase,
+            show=self.dist.is_main,
         )
 
     def fit(self) -> FitResult:

@@ -94,6 +94,7 @@ def _train(run: RunConfig, info: DistInfo, device: torch.device) -> None:
             f"differ from those of {train_set.paths.json}"
         )
     model = build_model(recipe.model, len(classes["names"]), run.weights, ckpt is not None)
+    model.costs.requires_grad_(False)  # cost scalars are learnt in finetune-pq only
     pin = device.type == "cuda"
     workers = recipe.data.num_workers
     batches = TrainBatches(train_set, recipe.train, info, recipe.seed, workers, pin)

@@ -9,7 +9,7 @@ from .backbone import (
     freeze_batchnorm,
     load_backbone_weights,
 )
-from .cops_net import CopsNet
+from .cops_net import CopsNet, CostNet
 from .costs import CostModel
 from .decoder import ASPP, DeepLabDecoder
 from .losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
@@ -20,6 +20,7 @@ __all__ = [
     "BackboneInitWarning",
     "CopsNet",
     "CostModel",
+    "CostNet",
     "DeepLabDecoder",
     "PretrainLoss",
     "ResNetBackbone",

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from .backbone import build_backbone
+from .costs import CostModel
 from .decoder import DeepLabDecoder
 
 if TYPE_CHECKING:
     from cops.config import ModelConfig
 
-__all__ = ["CopsNet"]
+__all__ = ["CopsNet", "CostNet"]
 
 
 class CopsNet(nn.Module):
@@ -24,6 +25,8 @@ class CopsNet(nn.Module):
     ``h = ceil(H/4)``, ``w = ceil(W/4)`` and ``D = len(edge_distances)``. Boundary channel ``2i`` is
     the vertical edge (y, x)-(y+d, x) and ``2i+1`` the horizontal edge (y, x)-(y, x+d) for
     ``d = edge_distances[i]``, stored at the source pixel (y, x); a high logit means "cut".
+    ``costs`` holds the learnable scalars that turn logits into AMWC costs (trained only in
+    finetune-pq; pretraining freezes them).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class CopsNet(nn.Module):
         self.boundary_decoder = DeepLabDecoder(
             channels, 2 * len(distances), aspp_rates, decoder_channels
         )
+        self.costs = CostModel(distances)
 
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> CopsNet:
@@ -73,3 +77,23 @@ class CopsNet(nn.Module):
             "semantic": self.semantic_decoder(res2, res3, res5),
             "boundary": self.boundary_decoder(res2, res3, res5),
         }
+
+
+class CostNet(nn.Module):
+    """A :class:`CopsNet` and its cost scalars as one graph, for inference and export.
+
+    ``forward(image)`` returns ``(node_costs [B, K, h, w], edge_costs [B, 2D, h, w],
+    boundary_prob [B, 2D, h, w])``: the AMWC costs at stride 4 and the sigmoid boundary strength
+    that instance confidence scores are computed from.
+    """
+
+    def __init__(self, net: CopsNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Costs and boundary probabilities of a normalised image batch ``[B, 3, H, W]``."""
+        out = self.net(image)
+        boundary = out["boundary"]
+        node = self.net.costs.node_cost_maps(out["semantic"])
+        return node, self.net.costs.edge_costs(boundary), boundary.sigmoid()

@@ -32,10 +32,13 @@ class CostModel(nn.Module):
         self.alpha = nn.Parameter(torch.ones(num_distances))
         self.beta = nn.Parameter(torch.zeros(num_distances))
 
+    def node_cost_maps(self, semantic_logits: Tensor) -> Tensor:
+        """Map ``[B, K, h, w]`` logits to node costs of the same shape."""
+        return self.a * (-semantic_logits) + self.b
+
     def node_costs(self, semantic_logits: Tensor) -> Tensor:
         """Map ``[B, K, h, w]`` logits to node costs ``[B, h*w, K]`` (row-major nodes y*w + x)."""
-        costs = self.a * (-semantic_logits) + self.b
-        return costs.flatten(2).transpose(1, 2)
+        return self.node_cost_maps(semantic_logits).flatten(2).transpose(1, 2)
 
     def edge_costs(self, boundary_logits: Tensor) -> Tensor:
         """Map ``[B, 2D, h, w]`` boundary logits to dense cut-cost maps of the same shape.

@@ -1,0 +1,1 @@
+"""Panoptic, semantic and instance metrics: PQ/SQ/RQ (panopticapi-exact), mIoU, mask AP."""

@@ -1,0 +1,1 @@
+"""From images to panoptic predictions: cost network, AMWC solve, post-processing, outputs."""

@@ -30,8 +30,9 @@ from cops.datasets.transforms import EvalTransform, TrainTransform, collate_pano
 from cops.distributed import DistInfo
 from cops.errors import DatasetError, RecipeError
 
-TRAIN_KEYS = ("image", "semantic_s4", "weights_s4", "cut_targets", "cut_weights")
-"""Batch entries the per-pixel losses need; the rest stays in the workers."""
+TRAIN_KEYS = ("image", "semantic_s4", "weights_s4", "panoptic_s4", "cut_targets", "cut_weights")
+"""Batch entries the training objectives need (per-pixel losses, PQ loss); the rest stays in the
+workers."""
 
 
 def ensure_dataset(recipe: Recipe) -> None:

@@ -70,13 +70,21 @@ class CopsNet(nn.Module):
             weights_path=model_cfg.backbone_weights,
         )
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
-        """Return semantic and boundary logits at stride 4 for an image batch ``[B, 3, H, W]``."""
+    def forward(self, image: Tensor, costs: bool = False) -> dict[str, Tensor]:
+        """Return semantic and boundary logits at stride 4 for an image batch ``[B, 3, H, W]``.
+
+        With ``costs`` also ``node_costs [B, h*w, K]`` and ``edge_costs [B, 2D, h, w]`` (maps),
+        computed inside forward so DDP sees the cost scalars as used parameters.
+        """
         res2, res3, res5 = self.backbone(image)
-        return {
+        out = {
             "semantic": self.semantic_decoder(res2, res3, res5),
             "boundary": self.boundary_decoder(res2, res3, res5),
         }
+        if costs:
+            out["node_costs"] = self.costs.node_costs(out["semantic"])
+            out["edge_costs"] = self.costs.edge_costs(out["boundary"])
+        return out
 
 
 class CostNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Helpers shared by the training tests: a tiny dataset and in-process runs of `cops pretrain`."""
+"""Helpers shared by the training tests: a tiny dataset and in-process training runs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from cops.datasets.synthetic import prepare_synthetic
-from cops.pretrain import pretrain_worker
+from cops.pretrain import PRETRAIN
 from cops.train_options import resolve_run
+from cops.training import Phase, phase_worker
 
 FAST = ["data.num_workers=0", "train.log_every=1", "train.val_every=0", "train.warmup_iters=2"]
 """Overrides that keep the synthetic-tiny recipe quick and fully logged."""
@@ -19,7 +20,7 @@ def tiny_dataset(root: Path) -> Path:
     return root
 
 
-def run_pretrain(data: Path, out: Path, overrides: list[str], **options) -> None:
+def run_phase(phase: Phase, data: Path, out: Path, overrides: list[str], **options) -> None:
     """Resolve the shared options as the CLI does (FAST first) and train in this process."""
     settings = dict(recipe="synthetic-tiny", device="cpu", nproc="1", resume=False, seed=None)
     settings.update(options)
@@ -31,7 +32,12 @@ def run_pretrain(data: Path, out: Path, overrides: list[str], **options) -> None
         under_launcher=False,
         **settings,
     )
-    pretrain_worker(run)
+    phase_worker(run, phase)
+
+
+def run_pretrain(data: Path, out: Path, overrides: list[str], **options) -> None:
+    """`cops pretrain` in this process (see :func:`run_phase`)."""
+    run_phase(PRETRAIN, data, out, overrides, **options)
 
 
 def metrics(out: Path, kind: str = "train") -> list[dict]:

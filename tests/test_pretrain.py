@@ -179,7 +179,7 @@ def test_cli_prepares_trains_and_writes_run_files(tmp_path: Path):
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "Pretrained synthetic-tiny" in trained.stdout
+    assert "cops pretrain: synthetic-tiny" in trained.stdout
     assert {p.name for p in out.iterdir()} >= {LAST, "metrics.jsonl", "recipe.yaml", "loss.png"}
     ckpt = torch.load(out / LAST, weights_only=True)
     assert ckpt["iteration"] == 4 and ckpt["phase"] == "pretrain"

@@ -1,0 +1,125 @@
+"""One training phase (pretrain or finetune-pq) from a resolved run: data, model, engine, report.
+
+The phases differ only in what a :class:`Phase` says: their schedule section of the recipe, how the
+network is prepared and which objective it is trained on. Everything else (data streams, resume,
+DDP, checkpoints, loss plot and summary) is this one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cops.console import configure_logging, print_table
+from cops.errors import CopsError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cops.config import Recipe, TrainConfig
+    from cops.distributed import DistInfo
+    from cops.engine import Objective
+    from cops.models import CopsNet
+    from cops.train_options import RunConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What distinguishes a training phase.
+
+    ``schedule(recipe)`` gives the engine's TrainConfig, ``prepare(model, recipe)`` readies the
+    freshly built (or restored) network, ``objective(recipe, classes, device)`` builds the loss.
+    """
+
+    name: str
+    schedule: Callable[[Recipe], TrainConfig]
+    prepare: Callable[[CopsNet, Recipe], CopsNet]
+    objective: Callable[[Recipe, dict[str, list], torch.device], Objective]
+
+
+def phase_worker(run: RunConfig, phase: Phase) -> None:
+    """One training process (of one or many): joins the group, trains, reports on rank 0."""
+    from cops import distributed
+
+    if distributed.under_launcher():  # a fresh process: apply the CLI's verbosity here too
+        configure_logging(run.verbose, run.quiet)
+    info, device = distributed.init(run.device)
+    try:
+        _train(run, phase, info, device)
+    finally:
+        distributed.teardown()
+
+
+def _write_recipe(run: RunConfig) -> None:
+    """Keep the run's resolved recipe beside its checkpoints (atomically)."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    tmp = run.out / f".recipe.yaml.{os.getpid()}.tmp"
+    tmp.write_text(run.recipe.to_yaml(), "utf-8")
+    os.replace(tmp, run.out / "recipe.yaml")
+
+
+def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -> None:
+    import dataclasses
+
+    import torch
+
+    from cops import distributed
+    from cops.checkpoint import LAST, build_model, class_metadata, load_checkpoint
+    from cops.data import TrainBatches, ensure_dataset, open_datasets, val_loader
+    from cops.engine import METRICS, RunContext, Trainer, seed_everything
+    from cops.report import plot_losses, read_metrics, summary_table
+
+    recipe = run.recipe
+    schedule = phase.schedule(recipe)
+    recipe = dataclasses.replace(recipe, train=schedule)  # data streams follow the phase
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    seed_everything(recipe.seed)
+    if info.is_main:
+        ensure_dataset(recipe)
+    distributed.barrier()
+    train_set, val_set = open_datasets(recipe)
+    classes = class_metadata(train_set.categories)
+    ckpt = load_checkpoint(run.out / LAST) if run.resume else None
+    if ckpt is not None and ckpt["classes"] != classes:
+        raise CopsError(
+            f"{run.out / LAST}: the checkpoint's classes ({', '.join(ckpt['classes']['names'])}) "
+            f"differ from those of {train_set.paths.json}"
+        )
+    if ckpt is not None and ckpt.get("phase", phase.name) != phase.name:
+        raise CopsError(
+            f"{run.out / LAST}: a {ckpt['phase']} checkpoint cannot be resumed by {phase.name}; "
+            f"start {phase.name} from it with --weights instead"
+        )
+    model = build_model(recipe.model, len(classes["names"]), run.weights, ckpt is not None)
+    model = phase.prepare(model, recipe)
+    pin = device.type == "cuda"
+    workers = recipe.data.num_workers
+    batches = TrainBatches(train_set, schedule, info, recipe.seed, workers, pin)
+    val = None
+    if val_set is not None:
+        val = val_loader(val_set, info, schedule.val_images, workers, pin)
+    if info.is_main:
+        _write_recipe(run)
+    context = RunContext(
+        out=run.out,
+        device=device,
+        dist=info,
+        recipe=run.recipe.to_dict(),
+        classes=classes,
+        phase=phase.name,
+        sync_bn=recipe.model.sync_bn,
+    )
+    objective = phase.objective(recipe, classes, device)
+    trainer = Trainer(model, objective, schedule, batches, val, context, ckpt)
+    del ckpt
+    result = trainer.fit()
+    if info.is_main:
+        title = f"cops {phase.name}: {run.name}"
+        plot = plot_losses(read_metrics(run.out / METRICS), run.out / "loss.png", title)
+        table = summary_table(f"{title} ({info.world_size} process(es))", result, run.out)
+        table.add_row("loss curve", str(plot))
+        print_table(table)

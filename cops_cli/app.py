@@ -11,6 +11,7 @@ from rich.markup import escape
 from cops import __version__
 from cops.console import configure_logging, err_console, state
 from cops.errors import CopsError
+from cops.finetune import finetune_pq
 from cops.prepare_data import app as prepare_data_app
 from cops.pretrain import pretrain
 from cops.recipes_cmd import app as recipes_app
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(prepare_data_app, name="prepare-data")
 app.add_typer(recipes_app, name="recipes")
 app.command("pretrain")(pretrain)
+app.command("finetune-pq")(finetune_pq)
 
 
 def _print_version(value: bool) -> None:

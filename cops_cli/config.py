@@ -128,6 +128,8 @@ class FinetuneConfig:
     pixel_loss_weight: float = 0.0
     beta: float = 4.0
     freeze_bn: bool = True
+    cost_dropout: float = 0.1
+    """Dropout rate on the edge costs fed to the solver during fine-tuning (0 = off)."""
 
 
 @dataclass
@@ -411,6 +413,14 @@ def _check_values(recipe: Recipe) -> None:
         (recipe.solver.num_samples > 0, "solver.num_samples", "a positive integer"),
         (recipe.finetune.iterations > 0, "finetune.iterations", "a positive integer"),
         (recipe.finetune.batch_size > 0, "finetune.batch_size", "a positive integer"),
+        (recipe.finetune.lr > 0, "finetune.lr", "a positive number"),
+        (recipe.finetune.beta > 0, "finetune.beta", "a positive number"),
+        (0 <= recipe.finetune.cost_dropout < 1, "finetune.cost_dropout", "a number in [0, 1)"),
+        (
+            recipe.finetune.pq_weight >= 0 and recipe.finetune.pixel_loss_weight >= 0,
+            "finetune.pq_weight/pixel_loss_weight",
+            "non-negative numbers",
+        ),
         (recipe.data.num_workers >= 0, "data.num_workers", "a non-negative integer"),
     ]
     for ok, key, expected in checks:

@@ -158,16 +158,19 @@ def resolve_run(
     seed: int | None,
     weights: Path | None,
     under_launcher: bool,
+    out_suffix: str = "",
 ) -> RunConfig:
     """Turn the shared options into a run: recipe + overrides, run folder, device, processes.
 
-    A new run refuses a folder that already holds ``last.pt``; `--resume` needs one and, without
-    `--recipe`, continues with the checkpoint's recipe (with `--set` applied on top).
+    The run folder defaults to ``runs/RECIPE`` + `out_suffix` (``-ft`` for fine-tuning, so it
+    never lands in its pretraining run). A new run refuses a folder that already holds
+    ``last.pt``; `--resume` needs one and, without `--recipe`, continues with the checkpoint's
+    recipe (with `--set` applied on top).
     """
     from cops.checkpoint import LAST, load_checkpoint
 
     name = recipe_name(recipe) if recipe else DEFAULT_RECIPE
-    out = out if out is not None else Path("runs") / name
+    out = out if out is not None else Path("runs") / f"{name}{out_suffix}"
     if resume and not recipe:
         name = out.name
     last = out / LAST

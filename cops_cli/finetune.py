@@ -1,0 +1,217 @@
+"""`cops finetune-pq`: phase 2 of COPS, end-to-end training through the AMWC solver (DESIGN §6).
+
+Wiring only: the objective composes the network's costs, the differentiable solver layer
+(:func:`cops.solver.amwc_segments`) and the smooth PQ loss (:class:`cops.models.PQSurrogateLoss`);
+the shared training phase does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cops.errors import CopsError
+from cops.train_options import (
+    DataOpt,
+    DeviceOpt,
+    NprocOpt,
+    RecipeOpt,
+    ResumeOpt,
+    SeedOpt,
+    SetOpt,
+    WeightsOpt,
+    resolve_run,
+    start,
+)
+from cops.training import Phase, phase_worker
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from cops.config import Recipe, TrainConfig
+    from cops.models import CopsNet
+
+FinetuneOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE-ft)."
+    ),
+]
+
+STRIDE_AREA = 16
+"""Input pixels per stride-4 node: the recipe's minimum areas are in input pixels."""
+
+
+class PQObjective:
+    """The fine-tuning objective of a batch.
+
+    Network → costs (edge costs with dropout while training) → AMWC segments → smooth PQ loss,
+    weighted by ``finetune.pq_weight``, plus the per-pixel pretrain losses weighted by
+    ``finetune.pixel_loss_weight`` when that is positive. Logged parts: the PQ surrogate, the
+    exact PQ of the batch at stride 4, and seconds spent in the CNN forward, the forward solve and
+    matching + loss.
+    """
+
+    def __init__(self, recipe: Recipe, classes: dict[str, list], device: torch.device) -> None:
+        import torch
+
+        from cops.models import PQSurrogateLoss, PretrainLoss
+
+        ft, ev = recipe.finetune, recipe.eval
+        self.finetune, self.solver = ft, recipe.solver
+        self.distances = tuple(recipe.model.edge_distances)
+        self.partitionable = torch.tensor(classes["isthing"], dtype=torch.bool)
+        self.pq_loss = PQSurrogateLoss(
+            classes["isthing"],
+            beta=ft.beta,
+            thing_min_area=ev.thing_min_area / STRIDE_AREA,
+            stuff_min_area=ev.stuff_min_area / STRIDE_AREA,
+        )
+        self.pixel_loss = PretrainLoss(recipe.loss) if ft.pixel_loss_weight > 0 else None
+        self._edges: dict[tuple[int, int, str], Tensor] = {}
+
+    def edges(self, height: int, width: int, device: torch.device) -> Tensor:
+        """The stride-4 grid graph of a batch (cached per size and device)."""
+        import torch
+
+        from cops.solver import grid_graph
+
+        key = (height, width, str(device))
+        if key not in self._edges:
+            graph = grid_graph(height, width, self.distances)
+            self._edges[key] = torch.from_numpy(graph).to(device)
+        return self._edges[key]
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        import torch
+        import torch.nn.functional as F
+
+        from cops.solver import amwc_segments, edge_maps_to_costs
+
+        tick = time.perf_counter()
+        out = model(batch["image"], costs=True)
+        edge_maps = out["edge_costs"]
+        height, width = edge_maps.shape[-2:]
+        edge_costs = edge_maps_to_costs(edge_maps, self.distances).float()
+        if model.training and self.finetune.cost_dropout > 0:
+            edge_costs = F.dropout(edge_costs, self.finetune.cost_dropout)
+        weights = batch["weights_s4"].flatten(1)
+        cnn = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        device = edge_costs.device
+        segments = amwc_segments(
+            out["node_costs"].float(),
+            edge_costs,
+            self.edges(height, width, device),
+            self.partitionable.to(device),
+            lambda_min=self.solver.lambda_min,
+            lambda_max=self.solver.lambda_max,
+            num_samples=self.solver.num_samples,
+            backend=self.solver.backend,
+            node_weights=weights,
+        )
+        solve = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        pq_loss, parts = self.pq_loss(
+            segments.masks,
+            segments.classes,
+            batch["panoptic_s4"].flatten(1),
+            batch["semantic_s4"].flatten(1),
+            weights,
+        )
+        loss = self.finetune.pq_weight * pq_loss
+        logged = {"pq_loss": pq_loss.detach(), **parts}
+        if self.pixel_loss is not None:
+            pixel, pixel_parts = self.pixel_loss(
+                out["semantic"],
+                batch["semantic_s4"],
+                batch["weights_s4"],
+                out["boundary"],
+                batch["cut_targets"],
+                batch["cut_weights"],
+            )
+            loss = loss + self.finetune.pixel_loss_weight * pixel
+            logged.update(pixel_parts)
+        seconds = [cnn, solve, time.perf_counter() - tick]
+        for name, value in zip(("cnn_s", "solve_s", "loss_s"), seconds, strict=True):
+            logged[name] = torch.tensor(value, device=loss.device)
+        return loss, logged
+
+
+def _schedule(recipe: Recipe) -> TrainConfig:
+    ft = recipe.finetune
+    return dataclasses.replace(
+        recipe.train,
+        iterations=ft.iterations,
+        batch_size=ft.batch_size,
+        lr=ft.lr,
+        warmup_iters=ft.warmup_iters,
+    )
+
+
+def _prepare(model: CopsNet, recipe: Recipe) -> CopsNet:
+    from cops.models import freeze_batchnorm
+
+    if recipe.finetune.freeze_bn:
+        model = freeze_batchnorm(model)
+    model.costs.requires_grad_(True)
+    return model
+
+
+def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -> PQObjective:
+    return PQObjective(recipe, classes, device)
+
+
+FINETUNE = Phase("finetune-pq", _schedule, _prepare, _objective)
+
+
+def finetune_pq(
+    recipe: RecipeOpt = None,
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    out: FinetuneOutOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = "auto",
+    nproc_per_node: NprocOpt = "1",
+    resume: ResumeOpt = False,
+    seed: SeedOpt = None,
+) -> None:
+    """Fine-tune end to end on the smooth PQ loss, differentiating through the AMWC solver.
+
+    Starts from --weights (a pretrain checkpoint) with BatchNorm frozen and the cost scalars
+    learnable; the recipe's finetune and solver sections set the schedule, PQ-loss weight,
+    cost dropout and the perturbation (lambda range, samples). Writes OUT/last.pt,
+    metrics.jsonl (PQ surrogate, training PQ, solver seconds), recipe.yaml and loss.png.
+
+    Several machines: torchrun --nnodes N --nproc-per-node G ... -m cops finetune-pq ...
+    """
+    from cops.distributed import under_launcher
+
+    if weights is None and not resume:
+        raise CopsError(
+            "--weights: fine-tuning starts from a pretrained checkpoint (cops pretrain ...); "
+            "pass --weights runs/NAME/last.pt, or --resume to continue a fine-tuning run"
+        )
+    launched = under_launcher()
+    run = resolve_run(
+        recipe=recipe,
+        data=data,
+        out=out,
+        overrides=set_,
+        device=device,
+        nproc=nproc_per_node,
+        resume=resume,
+        seed=seed,
+        weights=weights,
+        under_launcher=launched,
+        out_suffix="-ft",
+    )
+    start(run, partial(phase_worker, phase=FINETUNE), launched)

@@ -11,7 +11,10 @@ from rich.markup import escape
 from cops import __version__
 from cops.console import configure_logging, err_console, state
 from cops.errors import CopsError
+from cops.evaluate import evaluate
+from cops.export_cmd import export
 from cops.finetune import finetune_pq
+from cops.predict import predict
 from cops.prepare_data import app as prepare_data_app
 from cops.pretrain import pretrain
 from cops.recipes_cmd import app as recipes_app
@@ -29,9 +32,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(prepare_data_app, name="prepare-data")
-app.add_typer(recipes_app, name="recipes")
 app.command("pretrain")(pretrain)
 app.command("finetune-pq")(finetune_pq)
+app.command("evaluate")(evaluate)
+app.command("predict")(predict)
+app.command("export")(export)
+app.add_typer(recipes_app, name="recipes")
 
 
 def _print_version(value: bool) -> None:

@@ -30,10 +30,21 @@ def test_help_lists_only_working_commands():
     assert out.returncode == 0
     assert "prepare-data" in out.stdout and "recipes" in out.stdout
     commands = re.findall(r"^│ (\S+) ", out.stdout.split("Commands")[1], re.MULTILINE)
-    assert commands == ["pretrain", "prepare-data", "recipes"]
+    assert commands == [
+        "pretrain",
+        "finetune-pq",
+        "evaluate",
+        "predict",
+        "export",
+        "prepare-data",
+        "recipes",
+    ]
     for sub in ("synthetic", "cityscapes", "coco"):
         help_out = cops("prepare-data", sub, "--help")
         assert help_out.returncode == 0 and "--out" in help_out.stdout
+    for command in commands[:5]:
+        help_out = cops(command, "--help")
+        assert help_out.returncode == 0 and "--" in help_out.stdout, command
 
 
 def test_version():

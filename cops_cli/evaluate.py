@@ -1,0 +1,195 @@
+"""`cops evaluate`: PQ/SQ/RQ, mIoU and mask AP of a checkpoint on a prepared split.
+
+Wiring only: checkpoint → :class:`cops.inference.predictor.Predictor`, prepared split →
+:func:`cops.evaluation.dataset_eval.evaluate_split`, results → rich tables and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cops.console import console, make_progress, print_table, state
+from cops.errors import CopsError
+from cops.infer_options import (
+    BackendOpt,
+    BatchSizeOpt,
+    CheckpointOpt,
+    InferDeviceOpt,
+    TestSizeOpt,
+    check_backend,
+    parse_size,
+    require_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from cops.config import Recipe
+    from cops.datasets.prepared import PanopticDataset
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def panoptic_table(title: str, metrics: dict[str, Any]) -> Table:
+    """PQ, SQ, RQ and category counts for all/things/stuff, then mIoU and mask AP."""
+    table = Table(title=title)
+    for name in ("", "PQ", "SQ", "RQ", "#cat"):
+        table.add_column(name, justify="left" if not name else "right")
+    for group in ("all", "things", "stuff"):
+        row = metrics["panoptic"][group]
+        table.add_row(group, _fmt(row["pq"]), _fmt(row["sq"]), _fmt(row["rq"]), str(row["n"]))
+    table.add_section()
+    table.add_row("mIoU", _fmt(metrics.get("miou")), "", "", "")
+    table.add_row("mask AP", _fmt(metrics.get("ap")), "", "", "")
+    return table
+
+
+def per_class_table(metrics: dict[str, Any], isthing: dict[str, bool]) -> Table:
+    """One row per class: kind, PQ, SQ, RQ, TP/FP/FN and semantic IoU."""
+    table = Table(title="Per class")
+    for name in ("class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "IoU"):
+        table.add_column(name, justify="left" if name in ("class", "kind") else "right")
+    ious = metrics.get("iou_per_class", {})
+    for name, row in metrics["panoptic"]["per_class"].items():
+        row = row or {}
+        table.add_row(
+            name,
+            "thing" if isthing.get(name) else "stuff",
+            _fmt(row.get("pq")),
+            _fmt(row.get("sq")),
+            _fmt(row.get("rq")),
+            str(row.get("tp", 0)),
+            str(row.get("fp", 0)),
+            str(row.get("fn", 0)),
+            _fmt(ious.get(name)),
+        )
+    return table
+
+
+def open_split(recipe: Recipe, data: Path | None, split: str) -> PanopticDataset:
+    """The prepared split to evaluate on; the synthetic one is generated when missing."""
+    from cops.data import ensure_dataset
+    from cops.datasets.prepared import PanopticDataset
+
+    root = Path(data) if data is not None else Path(recipe.data.root)
+    wanted = dataclasses.replace(
+        recipe,
+        data=dataclasses.replace(recipe.data, root=str(root), val_split=split),
+        train=dataclasses.replace(recipe.train, val_every=max(recipe.train.val_every, 1)),
+    )
+    ensure_dataset(wanted)
+    return PanopticDataset(root, split)
+
+
+def evaluate(
+    checkpoint: CheckpointOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared dataset folder (default: the recipe's data.root)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split to evaluate (default: eval.split).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output folder (default: eval-SPLIT beside the checkpoint)."
+        ),
+    ] = None,
+    per_image: Annotated[
+        bool, typer.Option("--per-image", help="Also write per-image PQ to OUT/per_image.csv.")
+    ] = False,
+    save_predictions: Annotated[
+        bool,
+        typer.Option(
+            "--save-predictions",
+            help="Write COCO panoptic predictions: OUT/predictions/*.png + OUT/predictions.json.",
+        ),
+    ] = False,
+    max_images: Annotated[
+        int | None,
+        typer.Option("--max-images", min=1, help="Evaluate only the first N images."),
+    ] = None,
+    batch_size: BatchSizeOpt = 1,
+    device: InferDeviceOpt = "auto",
+    backend: BackendOpt = "auto",
+    test_size: TestSizeOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-j", min=0, help="Image-reading worker processes.")
+    ] = 2,
+) -> None:
+    """Evaluate a checkpoint: PQ/SQ/RQ (all, things, stuff, per class), mIoU and mask AP.
+
+    Runs the CNN and the AMWC solver on every image of the split, scores the panoptic maps as
+    panopticapi does (values in percent) and writes OUT/metrics.json.
+    """
+    from cops.checkpoint import load_checkpoint
+    from cops.config import recipe_from_dict
+    from cops.datasets.panoptic_io import atomic_write_json
+    from cops.evaluation.dataset_eval import evaluate_split
+    from cops.inference.outputs import PredictionWriter
+    from cops.inference.predictor import Predictor
+    from cops.train_options import resolve_device
+
+    path = require_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path, mmap=True)
+    recipe = recipe_from_dict(ckpt["recipe"])
+    split = split or recipe.eval.split
+    dataset = open_split(recipe, data, split)
+    names = list(dataset.categories.names)
+    if names != list(ckpt["classes"]["names"]):
+        raise CopsError(
+            f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
+            f"{path} was trained on ({', '.join(ckpt['classes']['names'])})"
+        )
+    out = out if out is not None else path.parent / f"eval-{split}"
+    predictor = Predictor.from_checkpoint(
+        path,
+        device=resolve_device(device),
+        backend=check_backend(backend),
+        test_size=parse_size(test_size),
+    )
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    writer = None
+    if save_predictions:
+        writer = PredictionWriter(
+            out, ckpt["classes"], panoptic_dir="predictions", json_name="predictions.json"
+        )
+    with make_progress(description=f"evaluate {split}") as progress:
+        task = progress.add_task("", total=count)
+        run = evaluate_split(
+            predictor,
+            dataset,
+            batch_size=batch_size,
+            max_images=max_images,
+            per_image=per_image,
+            writer=writer,
+            workers=workers,
+            progress=lambda n: progress.advance(task, n),
+        )
+    if writer is not None:
+        writer.close()
+    metrics = run.metrics
+    seconds = {k: v / max(count, 1) for k, v in run.seconds.items()}
+    report = {
+        **metrics,
+        "checkpoint": str(path),
+        "iteration": ckpt.get("iteration"),
+        "split": split,
+        "seconds_per_image": seconds,
+    }
+    atomic_write_json(out / "metrics.json", report)
+    if per_image:
+        run.evaluator.write_per_image_csv(out / "per_image.csv")
+    isthing = dict(zip(names, (bool(t) for t in dataset.categories.isthing), strict=True))
+    title = f"{path} on {split} ({count} images)"
+    print_table(panoptic_table(title, metrics))
+    print_table(per_class_table(metrics, isthing))
+    if not state.quiet:
+        timing = ", ".join(f"{k} {v:.3f}" for k, v in seconds.items())
+        console.print(f"Seconds per image: {timing}. Wrote {out / 'metrics.json'}")

@@ -1,0 +1,46 @@
+"""`cops export`: a checkpoint's cost network to ONNX or TorchScript, with its metadata JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cops.console import console, state
+from cops.errors import CopsError
+from cops.infer_options import CheckpointOpt, TestSizeOpt, parse_size, require_checkpoint
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+def export(
+    checkpoint: CheckpointOpt = None,
+    format_: Annotated[
+        str, typer.Option("--format", "-f", help="onnx (opset 17, dynamic H/W) or torchscript.")
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Model file (default: model.onnx / model.pt beside the checkpoint)."
+        ),
+    ] = None,
+    test_size: TestSizeOpt = None,
+) -> None:
+    """Export the CNN and its cost scalars for deployment: image → AMWC costs.
+
+    Writes the model and, beside it, OUT.json with the classes, thing flags, colours, edge
+    distances, normalisation, minimum areas and cost scalars. `cops predict --model OUT` runs it
+    with the same solver and gives the same panoptic maps as the checkpoint.
+    """
+    from cops.inference.export import export_model
+    from cops.inference.predictor import Predictor
+
+    if format_ not in FORMATS:
+        raise CopsError(f"--format '{format_}': expected one of {', '.join(FORMATS)}")
+    path = require_checkpoint(checkpoint)
+    out = out if out is not None else path.parent / f"model{FORMATS[format_]}"
+    predictor = Predictor.from_checkpoint(path, device="cpu", test_size=parse_size(test_size))
+    written = export_model(predictor.runner, predictor.metadata, out, format_)
+    if not state.quiet:
+        console.print(f"Wrote {written} and {written.with_suffix('.json')}")

@@ -1,0 +1,68 @@
+"""Options shared by the commands that run a trained model: evaluate, predict, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cops.errors import CopsError
+
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", "-c", help="A COPS checkpoint (e.g. runs/synthetic-ft/last.pt)."),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="AMWC solver: cpu, cuda, or auto (the GPU solver when the model runs on a GPU).",
+    ),
+]
+InferDeviceOpt = Annotated[
+    str, typer.Option("--device", help="Where the CNN runs: cpu, cuda, or auto.")
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per CNN forward pass.")
+]
+TestSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--test-size",
+        help="Resize inputs to HxW (e.g. 512x1024) before the CNN; outputs keep the input size "
+        "(default: the recipe's eval.test_size, else the input size).",
+    ),
+]
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``"512x1024"`` → ``(512, 1024)``; None stays None."""
+    if value is None:
+        return None
+    parts = value.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        height = width = 0
+    if height < 1 or width < 1:
+        raise CopsError(
+            f"--test-size '{value}': expected HxW with positive integers, e.g. 512x1024"
+        )
+    return height, width
+
+
+def check_backend(value: str) -> str:
+    """Validate a --backend value."""
+    if value not in ("auto", "cpu", "cuda"):
+        raise CopsError(f"--backend '{value}': expected cpu, cuda or auto")
+    return value
+
+
+def require_checkpoint(checkpoint: Path | None) -> Path:
+    """The --checkpoint path, which must be given and exist."""
+    if checkpoint is None:
+        raise CopsError("--checkpoint: give the checkpoint to use, e.g. runs/synthetic-ft/last.pt")
+    if not checkpoint.is_file():
+        raise CopsError(f"--checkpoint {checkpoint}: file not found")
+    return checkpoint

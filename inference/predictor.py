@@ -1,0 +1,305 @@
+"""Panoptic prediction for images of any size: resize, normalise, pad, CNN, AMWC, post-process.
+
+A :class:`Predictor` wraps a *runner* (anything mapping a normalised float32 batch ``[B, 3, H, W]``,
+``H`` and ``W`` multiples of ``size_divisibility``, to ``(node_costs [B, K, h, w], edge_costs
+[B, 2D, h, w], boundary_prob [B, 2D, h, w])``: a :class:`cops.models.CostNet` or an export) and
+the model metadata (:mod:`cops.inference.metadata`). One forward serves the whole batch; each
+image's valid stride grid is then cropped out and solved, images of equal grid size together.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from cops.errors import CopsError
+from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_from_checkpoint
+from cops.inference.postprocess import postprocess
+from cops.inference.prediction import PanopticPrediction
+from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
+
+Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+BACKENDS = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: cuda when torch sees a GPU, else cpu; an unusable explicit device is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CopsError(f"device '{device}' was requested, but torch sees no CUDA GPU")
+    return dev
+
+
+def with_test_size(metadata: Mapping[str, Any], test_size: Sequence[int] | None) -> dict[str, Any]:
+    """A copy of `metadata` whose ``test_size`` is `test_size` ([H, W]) when given."""
+    out = dict(metadata)
+    if test_size is not None:
+        size = [int(s) for s in test_size]
+        if len(size) != 2 or min(size) < 1 or size != list(test_size):
+            raise ValueError(f"test_size: expected two positive integers [H, W], got {test_size}")
+        out["test_size"] = size
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_edges(height: int, width: int, distances: tuple[int, ...]) -> np.ndarray:
+    """The grid graph of one stride-grid size, shared by every image of that size (not mutated)."""
+    return grid_graph(height, width, distances)
+
+
+@functools.lru_cache(maxsize=4)
+def _device_edges(
+    height: int, width: int, distances: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """The grid graph on a GPU, so the GPU solver reads it without a host copy per image."""
+    return torch.from_numpy(_grid_edges(height, width, distances)).to(device)
+
+
+def _check_image(image: Any, index: int) -> np.ndarray:
+    """An input image as a uint8 RGB array [H, W, 3], or a ValueError naming its position."""
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or min(image.shape[:2]) < 1
+    ):
+        what = (
+            f"{image.dtype} array of shape {image.shape}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
+        raise ValueError(f"images[{index}]: expected a uint8 RGB array [H, W, 3], got a {what}")
+    return image
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """Host numpy copy of a solver output or network map (torch tensor on any device, or numpy)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Predictor:
+    """Images → panoptic predictions with one cost network (checkpoint or export) and its metadata.
+
+    ``device`` is where input batches are built and the runner runs; ``backend`` is the solver's
+    ("auto" solves on the GPU when the costs come back on one and numba can use it).
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        metadata: Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.metadata = check_metadata(metadata, "model metadata")
+        self.runner = runner
+        self.device = resolve_device(device)
+        self.backend = backend
+        meta = self.metadata
+        self.isthing = np.asarray(meta["classes"]["isthing"], dtype=bool)
+        self.category_ids = np.asarray(meta["classes"]["category_ids"], dtype=np.int64)
+        self.edge_distances = tuple(meta["edge_distances"])
+        self.stride = int(meta["stride"])
+        self.size_divisibility = int(meta["size_divisibility"])
+        self.test_size = None if meta["test_size"] is None else tuple(meta["test_size"])
+        norm = meta["normalization"]
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1) * 255)
+        self._mean, self._inv_std = self._mean.to(self.device), self._inv_std.to(self.device)
+
+    @property
+    def classes(self) -> dict[str, list]:
+        """Class names, category ids, thing flags and colours, in train-id order."""
+        return self.metadata["classes"]
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        backend: str = "auto",
+        test_size: Sequence[int] | None = None,
+    ) -> Predictor:
+        """The checkpoint's CopsNet + cost scalars in eval mode on `device`.
+
+        ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``.
+        """
+        from cops.checkpoint import build_model, load_checkpoint
+        from cops.models import CostNet
+
+        ckpt = load_checkpoint(Path(path))
+        metadata = with_test_size(metadata_from_checkpoint(ckpt, path), test_size)
+        recipe = checkpoint_recipe(ckpt, path)
+        net = build_model(recipe.model, len(metadata["classes"]["names"]), None, restoring=True)
+        try:
+            missing, unexpected = net.load_state_dict(ckpt["model"], strict=False)
+        except RuntimeError as exc:
+            raise CopsError(f"{path}: the weights do not fit the recipe's model ({exc})") from exc
+        missing = [k for k in missing if not k.startswith("costs.")]
+        if missing or unexpected:
+            shown = ", ".join([*missing[:3], *unexpected[:3]])
+            raise CopsError(
+                f"{path}: the weights do not fit the recipe's model "
+                f"({len(missing)} missing, {len(unexpected)} unexpected: {shown})"
+            )
+        dev = resolve_device(device)
+        runner = CostNet(net).eval().to(dev)
+        return cls(runner, metadata, device=dev, backend=backend)
+
+    @classmethod
+    def from_export(
+        cls, path: str | Path, backend: str = "auto", test_size: Sequence[int] | None = None
+    ) -> Predictor:
+        """An exported cost network (ONNX or TorchScript, by suffix) with its metadata JSON."""
+        from cops.inference.export import load_export
+
+        model = load_export(path)
+        return cls(model, with_test_size(model.metadata, test_size), device="cpu", backend=backend)
+
+    # -----------------------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so that wall-clock timings are honest."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _batch(self, images: Sequence[np.ndarray], sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """Resized, normalised images, padded bottom/right with 0, as one batch on the device."""
+        div = self.size_divisibility
+        height = -(-max(h for h, _ in sizes) // div) * div
+        width = -(-max(w for _, w in sizes) // div) * div
+        batch = torch.zeros((len(images), 3, height, width), device=self.device)
+        for i, (image, (h, w)) in enumerate(zip(images, sizes, strict=True)):
+            if image.shape[:2] != (h, w):
+                image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+            batch[i, :, :h, :w] = (pixels.permute(2, 0, 1).float() - self._mean) * self._inv_std
+        return batch
+
+    def _check_outputs(self, outputs: Any, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The runner's three maps, or an error saying how they disagree with the metadata."""
+        b, _, height, width = batch.shape
+        grid = (height // self.stride, width // self.stride)
+        channels = (len(self.isthing), 2 * len(self.edge_distances), 2 * len(self.edge_distances))
+        if not isinstance(outputs, tuple | list) or len(outputs) != 3:
+            raise CopsError("the cost network must return (node_costs, edge_costs, boundary_prob)")
+        names = ("node_costs", "edge_costs", "boundary_prob")
+        for name, out, c in zip(names, outputs, channels, strict=True):
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != (b, c, *grid):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise CopsError(
+                    f"the cost network returned {name} of shape {shape}; the model metadata "
+                    f"expects {(b, c, *grid)} for a {height}x{width} batch"
+                )
+        return tuple(outputs)
+
+    def _solve(
+        self, node: torch.Tensor, edge: torch.Tensor, members: list[int], grid: tuple[int, int]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+        """Solve the images `members` (all of stride grid `grid`); results and solver seconds."""
+        h, w = grid
+        index = torch.tensor(members, device=node.device)
+        costs = node.index_select(0, index)[:, :, :h, :w].flatten(2).transpose(1, 2).contiguous()
+        cuts = edge_maps_to_costs(edge.index_select(0, index)[:, :, :h, :w], self.edge_distances)
+        cuts = cuts.contiguous()
+        if node.is_cuda:
+            graph = _device_edges(h, w, self.edge_distances, node.device)
+        else:
+            graph = _grid_edges(h, w, self.edge_distances)
+        self._sync()
+        start = time.perf_counter()
+        if len(members) == 1:
+            result = solve_amwc(costs[0], graph, cuts[0], self.isthing, self.backend)
+            labels, comps = result.labels[None], result.components[None]
+        else:
+            result = solve_amwc_batch(costs, graph, cuts, self.isthing, self.backend)
+            labels, comps = result.labels, result.components
+        self._sync()
+        seconds = time.perf_counter() - start
+        labels, comps = _to_numpy(labels), _to_numpy(comps)
+        return [(labels[j], comps[j]) for j in range(len(members))], seconds
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[PanopticPrediction]:
+        """Panoptic predictions (at each input's size) for uint8 RGB images [H, W, 3] of any sizes.
+
+        ``timings`` per image: ``cnn`` (the batch forward split evenly), ``solver`` (its group's
+        solve split evenly) and ``rest`` (its own resizing, normalisation and post-processing plus
+        an even share of the batch's remaining overhead), so they sum to the call's wall time.
+        """
+        start = time.perf_counter()
+        images = [_check_image(im, i) for i, im in enumerate(images)]
+        if not images:
+            return []
+        count = len(images)
+        sizes = [self.test_size or im.shape[:2] for im in images]
+        grids = [(-(-h // self.stride), -(-w // self.stride)) for h, w in sizes]
+        own = np.zeros(count)  # seconds of per-image work (preprocessing, post-processing)
+        solver = np.zeros(count)
+
+        tic = time.perf_counter()
+        batch = self._batch(images, sizes)
+        own += (time.perf_counter() - tic) / count
+        self._sync()
+        tic = time.perf_counter()
+        with torch.inference_mode():
+            node, edge, prob = self._check_outputs(self.runner(batch), batch)
+        self._sync()
+        cnn = time.perf_counter() - tic
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, grid in enumerate(grids):
+            groups.setdefault(grid, []).append(i)
+        solutions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for grid, members in groups.items():
+            results, seconds = self._solve(node, edge, members, grid)
+            solutions.update(zip(members, results, strict=True))
+            solver[members] = seconds / len(members)
+
+        predictions = []
+        for i, image in enumerate(images):
+            tic = time.perf_counter()
+            h, w = grids[i]
+            labels, comps = solutions[i]
+            pred = postprocess(
+                labels,
+                comps,
+                _to_numpy(prob[i, :, :h, :w]),
+                edge_distances=self.edge_distances,
+                isthing=self.isthing,
+                category_ids=self.category_ids,
+                thing_min_area=self.metadata["min_area"]["thing"],
+                stuff_min_area=self.metadata["min_area"]["stuff"],
+                output_size=image.shape[:2],
+                input_size=sizes[i],
+                stride=self.stride,
+                edges=_grid_edges(h, w, self.edge_distances),
+            )
+            own[i] += time.perf_counter() - tic
+            predictions.append(pred)
+
+        total = time.perf_counter() - start
+        shared = max(total - cnn - solver.sum() - own.sum(), 0.0) / count
+        for i, pred in enumerate(predictions):
+            pred.timings = {
+                "cnn": cnn / count,
+                "solver": float(solver[i]),
+                "rest": float(own[i] + shared),
+            }
+        return predictions

@@ -1,0 +1,130 @@
+"""The pretrain → finetune-pq study on synthetic data (issue 6): several seeds, PQ before/after.
+
+For each seed: ``cops pretrain``, then ``cops finetune-pq`` from its last checkpoint (keeping a
+checkpoint every ``--eval-every`` iterations), then ``cops evaluate`` on the validation split for
+the pretrained model and every kept fine-tuning checkpoint. Prints a mean ± std table, writes
+``OUT/study.json`` and a plot of PQ against fine-tuning iterations (``OUT/pq_vs_iterations.png``).
+Every step is a plain CLI call, printed before it runs, so the study can be redone by hand.
+
+    python scripts/finetune_study.py --seeds 0 1 2 --out runs/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+KEYS = ("pq", "pq_th", "pq_st", "miou", "ap")
+
+
+def run(args: list[str]) -> None:
+    """Run one cops command, echoing it; stop the study when it fails."""
+    print("$", shlex.join(["cops", *args]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    subprocess.run([sys.executable, "-m", "cops", "-q", *args], check=True, env=env)
+
+
+def evaluate(checkpoint: Path, out: Path, extra: list[str]) -> dict[str, float | None]:
+    """`cops evaluate` a checkpoint (reusing an earlier result) and pick the study's numbers."""
+    metrics_path = out / "metrics.json"
+    if not metrics_path.is_file():
+        run(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out), *extra])
+    metrics = json.loads(metrics_path.read_text())
+    panoptic = metrics["panoptic"]
+    return {
+        "pq": panoptic["all"]["pq"],
+        "pq_th": panoptic["things"]["pq"],
+        "pq_st": panoptic["stuff"]["pq"],
+        "miou": metrics["miou"],
+        "ap": metrics["ap"],
+    }
+
+
+def seed_study(seed: int, args: argparse.Namespace) -> dict[str, object]:
+    """Pretrain, fine-tune and evaluate one seed; returns before/after metrics and the PQ curve."""
+    root = args.out / f"seed{seed}"
+    pre, ft = root / "pretrain", root / "finetune"
+    sets = [item for pair in args.set for item in ("--set", pair)]
+    if not (pre / "last.pt").is_file():
+        run(["pretrain", "--recipe", args.recipe, "--seed", str(seed), "--out", str(pre), *sets])
+    if not (ft / "last.pt").is_file():
+        run(
+            [
+                "finetune-pq", "--recipe", args.recipe, "--seed", str(seed),
+                "--weights", str(pre / "last.pt"), "--out", str(ft), *sets,
+                "--set", f"train.checkpoint_every={args.eval_every}",
+                "--set", "train.keep_checkpoints=1000",
+                "--set", f"finetune.iterations={args.iterations}",
+            ]
+        )  # fmt: skip
+    extra = ["--device", "cpu"] if args.cpu else []
+    before = evaluate(pre / "last.pt", root / "eval-pretrain", extra)
+    curve = [(0, before["pq"])]
+    after = before
+    for ckpt in sorted(ft.glob("ckpt_*.pt")):
+        iteration = int(ckpt.stem.split("_")[1])
+        after = evaluate(ckpt, root / f"eval-ft-{iteration:07d}", extra)
+        curve.append((iteration, after["pq"]))
+    return {"seed": seed, "before": before, "after": after, "curve": curve}
+
+
+def mean_std(values: list[float | None]) -> str:
+    """``mean ± std`` of the defined values (std over seeds, sample)."""
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return "–"
+    std = statistics.stdev(clean) if len(clean) > 1 else 0.0
+    return f"{statistics.mean(clean):.1f} ± {std:.1f}"
+
+
+def plot(results: list[dict[str, object]], path: Path) -> None:
+    """PQ on the validation split against fine-tuning iterations, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for result in results:
+        its, pqs = zip(*result["curve"], strict=True)
+        ax.plot(its, pqs, marker="o", label=f"seed {result['seed']}")
+    ax.set_xlabel("fine-tuning iteration (0 = pretrained)")
+    ax.set_ylabel("PQ on val (%)")
+    ax.set_title("cops finetune-pq on synthetic data")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="synthetic")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=200, help="fine-tuning iterations")
+    parser.add_argument("--eval-every", type=int, default=50, help="evaluate every N iterations")
+    parser.add_argument("--set", action="append", default=[], help="recipe override (both runs)")
+    parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
+    parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    args = parser.parse_args()
+    results = [seed_study(seed, args) for seed in args.seeds]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "study.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "pq_vs_iterations.png")
+    print(f"\n| model | {' | '.join(KEYS)} |\n|---|{'---|' * len(KEYS)}")
+    for stage in ("before", "after"):
+        cells = [mean_std([r[stage][k] for r in results]) for k in KEYS]
+        label = "pretrained" if stage == "before" else "fine-tuned"
+        print(f"| {label} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""`cops finetune-pq`: cost scalars learn, BN stays frozen, losses stay finite, resume is exact."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _training import metrics, run_phase, run_pretrain, tiny_dataset
+
+from cops.checkpoint import LAST, load_checkpoint
+from cops.engine import Trainer
+from cops.errors import CopsError
+from cops.finetune import FINETUNE
+
+FT = [
+    "finetune.batch_size=2",
+    "finetune.warmup_iters=1",
+    "finetune.lr=1e-2",
+    "solver.num_samples=2",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("finetune")
+    data = tiny_dataset(root / "data")
+    run_pretrain(data, root / "pre", ["train.iterations=2"])
+    return data, root / "pre" / LAST
+
+
+def test_finetune_learns_cost_scalars_with_frozen_bn(pretrained: tuple[Path, Path], tmp_path):
+    data, weights = pretrained
+    out = tmp_path / "ft"
+    run_phase(FINETUNE, data, out, [*FT, "finetune.iterations=3"], weights=weights)
+    pre, ft = load_checkpoint(weights), load_checkpoint(out / LAST)
+    assert ft["phase"] == "finetune-pq" and ft["iteration"] == 3
+    changed = [k for k in ("costs.a", "costs.b", "costs.alpha", "costs.beta")
+               if not torch.equal(pre["model"][k], ft["model"][k])]  # fmt: skip
+    assert changed, "no cost scalar moved"
+    bn = next(k for k in pre["model"] if k.endswith("running_mean"))
+    assert torch.equal(pre["model"][bn], ft["model"][bn])  # frozen statistics
+    rows = metrics(out)
+    assert len(rows) == 3
+    for row in rows:
+        assert math.isfinite(row["loss"]) and math.isfinite(row["pq_loss"])
+        assert 0.0 <= row["soft_pq"] <= 1.0 and 0.0 <= row["pq"] <= 1.0
+        assert row["solve_s"] > 0 and row["cnn_s"] > 0
+
+
+def test_finetune_resume_ends_bit_identical(
+    pretrained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    data, weights = pretrained
+    settings = [*FT, "finetune.iterations=4", "train.checkpoint_every=2"]
+    run_phase(FINETUNE, data, tmp_path / "straight", settings, weights=weights)
+    original = Trainer._train_step
+    calls = {"n": 0}
+
+    def interrupted(self, micro_batches):
+        calls["n"] += 1
+        if calls["n"] == 4:  # stop during iteration 4, after the checkpoint of iteration 2
+            raise KeyboardInterrupt
+        return original(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_phase(FINETUNE, data, tmp_path / "resumed", settings, weights=weights)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed" / LAST)["iteration"] == 2
+    run_phase(FINETUNE, data, tmp_path / "resumed", settings, recipe=None, resume=True)
+    straight = load_checkpoint(tmp_path / "straight" / LAST)
+    resumed = load_checkpoint(tmp_path / "resumed" / LAST)
+    assert straight["iteration"] == resumed["iteration"] == 4
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(pretrained, tmp_path: Path):
+    data, weights = pretrained
+    out = tmp_path / "pre"
+    out.mkdir()
+    (out / LAST).write_bytes(weights.read_bytes())
+    with pytest.raises(CopsError, match="cannot be resumed by finetune-pq"):
+        run_phase(FINETUNE, data, out, FT, recipe=None, resume=True)
+
+
+def test_cli_needs_weights_and_defaults_to_a_separate_run_folder(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, "-m", "cops", "finetune-pq", "--recipe", "synthetic-tiny"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--weights" in out.stderr and "pretrain" in out.stderr
+    help_out = subprocess.run(
+        [sys.executable, "-m", "cops", "finetune-pq", "--help"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "runs/RECIPE-ft" in help_out.stdout

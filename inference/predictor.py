@@ -152,7 +152,9 @@ class Predictor:
             missing, unexpected = net.load_state_dict(ckpt["model"], strict=False)
         except RuntimeError as exc:
             raise CopsError(f"{path}: the weights do not fit the recipe's model ({exc})") from exc
-        missing = [k for k in missing if not k.startswith("costs.")]
+        # Older checkpoints lack the cost scalars; fine-tuned ones (frozen BN) lack BN counters.
+        optional = ("costs.", "num_batches_tracked")
+        missing = [k for k in missing if not any(part in k for part in optional)]
         if missing or unexpected:
             shown = ", ".join([*missing[:3], *unexpected[:3]])
             raise CopsError(

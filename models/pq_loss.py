@@ -8,8 +8,10 @@ Definitions, per image, with pixel weights ``w`` (0 = ignored: void and crowd):
   area (and padding, class −1) do not exist; a gt segment's class is its ``gt_semantic`` value.
 - Soft "is a true positive": ``t = IoU^β / (IoU^β + (1 − IoU)^β)`` (a smooth step at 0.5,
   computed as ``σ(β·logit(IoU))``).
-- Soft "large enough to count": ``a_p = σ(area_slope·(area(p) − min_area(class)))`` for
-  predicted segments (the evaluator drops small predicted components; gt segments always count).
+- Soft "large enough to count": ``a_p = σ(area_slope·(size(p) − min_area(class)))`` for
+  predicted segments, with ``size(p) = Σ_n m_p[n]`` the UNWEIGHTED pixel count: the evaluator
+  drops predicted components by pixel count, so the threshold must not depend on the loss
+  weights (thing pixels ×4, small instances heavier); gt segments always count.
 - Matching, per class: predicted and gt segments of the same class are paired by a Hungarian
   assignment maximising ``Σ a_p·t·IoU`` on detached values (for stuff this is the direct pairing
   of the one predicted segment with the gt segment); pairs with zero score stay unmatched.
@@ -24,7 +26,7 @@ Definitions, per image, with pixel weights ``w`` (0 = ignored: void and crowd):
   where nothing is present are left out; if none is left, the loss is 0 and the metrics NaN).
 
 With binary masks, ``β → ∞``, ``eps → 0`` and ``area_slope → ∞`` every soft quantity becomes
-its hard counterpart (``t → [IoU > 0.5]``, ``a_p → [area ≥ min_area]``) and the surrogate is the
+its hard counterpart (``t → [IoU > 0.5]``, ``a_p → [size ≥ min_area]``) and the surrogate is the
 COCO panoptic PQ of the image (pixels of weight 0 leave every area, like panopticapi's void).
 The hard version is returned alongside as ``"pq"``.
 """
@@ -52,7 +54,7 @@ class PQSurrogateLoss(nn.Module):
         area_slope: float = 0.1,
         eps: float = 1e-6,
     ) -> None:
-        """``isthing`` per train id; min areas in the masks' pixel units (weighted areas)."""
+        """``isthing`` per train id; min areas in pixels of the masks (not input pixels)."""
         super().__init__()
         flags = torch.as_tensor([bool(x) for x in isthing], dtype=torch.bool)
         if flags.ndim != 1 or flags.numel() == 0:
@@ -113,6 +115,7 @@ class PQSurrogateLoss(nn.Module):
         keep = (classes >= 0) & (pred_area.detach() > 0)
         pred_class = classes[keep]
         pred_area = pred_area[keep]
+        size = masks.sum(0)[keep]
         inter = weighted.new_zeros(gt.num_segments + 1, masks.shape[1])
         inter = inter.index_add(0, gt.index, weighted)[: gt.num_segments, keep]
         union = gt.area.unsqueeze(1) + pred_area.unsqueeze(0) - inter
@@ -120,16 +123,16 @@ class PQSurrogateLoss(nn.Module):
         iou = inter / (union + eps)
         min_area = torch.where(
             self.isthing[pred_class], self.thing_min_area, self.stuff_min_area
-        ).to(pred_area.dtype)
+        ).to(size.dtype)
         if hard:
             t = (iou > 0.5).to(iou.dtype)
-            large = (pred_area >= min_area).to(iou.dtype)
+            large = (size >= min_area).to(iou.dtype)
             log_small = torch.where(large > 0, -torch.inf, 0.0).to(iou.dtype)
         else:
             tiny = torch.finfo(iou.dtype).eps
             clamped = iou.clamp(tiny, 1.0 - tiny)
             t = torch.sigmoid(self.beta * (torch.log(clamped) - torch.log1p(-clamped)))
-            size_logit = self.area_slope * (pred_area - min_area)
+            size_logit = self.area_slope * (size - min_area)
             large = torch.sigmoid(size_logit)
             log_small = torch.nn.functional.logsigmoid(-size_logit)  # log(1 - large), stable
         same = gt.classes.unsqueeze(1) == pred_class.unsqueeze(0)

@@ -159,7 +159,7 @@ def test_padding_segments_are_ignored():
 
 def test_zero_weight_pixels_are_ignored():
     masks, classes, pan, sem, weights = _as_tensors([_scene(6)])
-    loss_fn = PQSurrogateLoss(ISTHING)
+    loss_fn = PQSurrogateLoss(ISTHING, area_slope=100.0)  # sizes (pixel counts) all count fully
     base, _ = loss_fn(masks, classes, pan, sem, weights)
     # Extra pixels with weight 0, labelled arbitrarily in gt and prediction, change nothing.
     n = 7
@@ -195,6 +195,11 @@ def test_small_predictions_count_less():
     assert float(pq[1e6]["pq"]) == 0.0  # every prediction dropped: all gt segments missed
     soft = [float(pq[m]["soft_pq"]) for m in (0.0, cut, 1e6)]
     assert soft[0] > soft[1] > soft[2] >= 0.0
+    # the size threshold counts pixels, not loss weights: uniformly heavier pixels change nothing
+    loss_fn = PQSurrogateLoss(ISTHING, thing_min_area=cut, stuff_min_area=cut, eps=0.0)
+    light = loss_fn(*batch)[1]
+    heavy = loss_fn(*batch[:4], 4.0 * batch[4])[1]
+    assert float(heavy["soft_pq"]) == pytest.approx(float(light["soft_pq"]), abs=1e-12)
 
 
 def test_nothing_present_gives_zero_loss_and_nan_metrics():

@@ -92,6 +92,7 @@ class PQSurrogateLoss(nn.Module):
         """
         self._check(masks, classes, gt_panoptic, gt_semantic, weights)
         hard_masks = (masks.detach() > 0.5).to(masks.dtype)
+        classes = classes.long()
         soft, hard = [], []
         for b in range(masks.shape[0]):
             gt = _GroundTruth.of(gt_panoptic[b], gt_semantic[b], weights[b], masks.dtype)
@@ -122,7 +123,9 @@ class PQSurrogateLoss(nn.Module):
         eps = 0.0 if hard else self.eps  # the exact PQ has no smoothing constant
         iou = inter / (union + eps)
         min_area = torch.where(
-            self.isthing[pred_class], self.thing_min_area, self.stuff_min_area
+            self.isthing.to(pred_class.device)[pred_class],  # the module may stay on the CPU
+            self.thing_min_area,
+            self.stuff_min_area,
         ).to(size.dtype)
         if hard:
             t = (iou > 0.5).to(iou.dtype)
@@ -215,7 +218,8 @@ class _GroundTruth:
         cls, panoptic: Tensor, semantic: Tensor, weights: Tensor, dtype: torch.dtype
     ) -> _GroundTruth:
         """Segments with positive weighted area, non-void id and a known, constant class."""
-        ids, index = torch.unique(panoptic, return_inverse=True)
+        ids, index = torch.unique(panoptic.long(), return_inverse=True)
+        semantic = semantic.long()
         w = weights.to(dtype)
         area = w.new_zeros(ids.numel()).index_add(0, index, w)
         counted = w > 0

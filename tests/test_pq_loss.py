@@ -202,6 +202,16 @@ def test_small_predictions_count_less():
     assert float(heavy["soft_pq"]) == pytest.approx(float(light["soft_pq"]), abs=1e-12)
 
 
+def test_narrow_dtypes_give_the_same_values():
+    masks, classes, pan, sem, weights = _as_tensors([_scene(0)])
+    loss_fn = PQSurrogateLoss(ISTHING)
+    _, wide = loss_fn(masks, classes, pan, sem, weights)
+    _, narrow = loss_fn(masks.float(), classes.int(), pan.int(), sem.short(), weights.float())
+    assert narrow["soft_pq"].dtype == torch.float32
+    assert float(narrow["soft_pq"]) == pytest.approx(float(wide["soft_pq"]), abs=1e-5)
+    assert float(narrow["pq"]) == pytest.approx(float(wide["pq"]), abs=1e-6)
+
+
 def test_nothing_present_gives_zero_loss_and_nan_metrics():
     masks = torch.zeros(1, 4, 1, requires_grad=True)
     classes = torch.full((1, 1), -1)

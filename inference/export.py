@@ -1,0 +1,273 @@
+"""Export the cost network to ONNX or TorchScript with its metadata JSON, and load exports back.
+
+An export is two files: the model (``model.onnx`` or ``model.pt``) and the metadata dict of
+:mod:`cops.inference.metadata` beside it (``model.json``). Both are written atomically, metadata
+first, so a model file only ever appears complete and with its metadata. The network maps a
+normalised float32 batch ``image [B, 3, H, W]`` (any batch size; H and W any multiples of
+``size_divisibility``) to ``(node_costs, edge_costs, boundary_prob)`` at stride 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cops.datasets.panoptic_io import _atomic_write_bytes, atomic_write_json, read_json
+from cops.errors import CopsError
+from cops.inference.metadata import OUTPUTS, check_metadata
+from cops.models import CostNet
+
+__all__ = [
+    "FORMAT_SUFFIXES",
+    "ONNX_OPSET",
+    "ExportedCostNet",
+    "export_model",
+    "load_export",
+    "metadata_path",
+]
+
+ONNX_OPSET = 18
+"""ONNX opset of exports: the dynamo exporter's native opset (onnxruntime ≥ 1.17 runs it)."""
+INPUT_NAME = "image"
+FORMAT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts", ".torchscript")}
+"""Model file suffixes per export format; :func:`load_export` picks the runtime by suffix."""
+_ONNX_HINT = 'ONNX export and inference need the onnx extra: pip install "cops[onnx]"'
+
+Runner = Callable[[torch.Tensor], Sequence[Any]]
+
+
+def metadata_path(model_path: Path) -> Path:
+    """Where the metadata JSON of an export lives: the model path with suffix ``.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+def _format_of(path: Path) -> str:
+    """The export format a model file's suffix stands for; unknown suffixes are a CopsError."""
+    suffix = path.suffix.lower()
+    for fmt, suffixes in FORMAT_SUFFIXES.items():
+        if suffix in suffixes:
+            return fmt
+    known = ", ".join(s for suffixes in FORMAT_SUFFIXES.values() for s in suffixes)
+    raise CopsError(f"{path}: unknown model file suffix '{path.suffix}' (expected one of {known})")
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """Silence TorchScript's deprecation FutureWarnings: TorchScript is the format asked for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit.*deprecated", FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_onnx_logs() -> Iterator[None]:
+    """Keep the exporter's optimiser chatter (INFO lines by the hundred) out of the CLI's log."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _check_net(net: CostNet, metadata: dict[str, Any]) -> None:
+    """The network and the metadata must describe the same classes and edge distances."""
+    inner = net.net
+    classes = len(metadata["classes"]["names"])
+    if inner.num_classes != classes:
+        raise ValueError(f"the network has {inner.num_classes} classes, the metadata {classes}")
+    if list(inner.edge_distances) != list(metadata["edge_distances"]):
+        raise ValueError(
+            f"the network's edge distances {list(inner.edge_distances)} differ from the "
+            f"metadata's {metadata['edge_distances']}"
+        )
+
+
+def _onnx_bytes(net: CostNet, example: torch.Tensor, min_side: int) -> bytes:
+    """Serialised ONNX model with dynamic batch, height and width (dynamo exporter)."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs both packages)
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise CopsError(f"{_ONNX_HINT} ({exc})") from exc
+    dim = torch.export.Dim
+    shapes = {
+        INPUT_NAME: {0: dim("batch"), 2: dim("height", min=min_side), 3: dim("width", min=min_side)}
+    }
+    with _quiet_onnx_logs():
+        program = torch.onnx.export(
+            net,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUTS),
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=shapes,
+            verbose=False,
+        )
+    return program.model_proto.SerializeToString()
+
+
+def _torchscript_bytes(net: CostNet) -> bytes:
+    """Serialised ``torch.jit.script`` module (scripted, so every input size takes its path)."""
+    buffer = io.BytesIO()
+    with _quiet_jit():
+        torch.jit.save(torch.jit.script(net), buffer)
+    return buffer.getvalue()
+
+
+def export_model(
+    net: CostNet,
+    metadata: dict[str, Any],
+    out: Path,
+    fmt: Literal["onnx", "torchscript"],
+    example_size: tuple[int, int] = (64, 128),
+) -> Path:
+    """Write `net` (eval mode, CPU, float32) as `fmt` to `out` and its metadata to ``OUT.json``.
+
+    `out` must carry a suffix of the format (``.onnx``; ``.pt``, ``.ts`` or ``.torchscript``).
+    ``example_size`` is the traced input's H×W (multiples of ``size_divisibility``); the export
+    accepts any batch size and any H×W. The caller's network is not modified. Returns `out`.
+    """
+    if fmt not in FORMAT_SUFFIXES:
+        raise ValueError(f"fmt: expected one of {', '.join(FORMAT_SUFFIXES)}, got {fmt!r}")
+    out = Path(out)
+    if out.suffix.lower() not in FORMAT_SUFFIXES[fmt]:
+        raise CopsError(
+            f"{out}: a {fmt} export needs the suffix {' or '.join(FORMAT_SUFFIXES[fmt])}"
+        )
+    metadata = check_metadata(metadata, "model metadata")
+    _check_net(net, metadata)
+    div = metadata["size_divisibility"]
+    height, width = (int(s) for s in example_size)
+    if min(height, width) < div or height % div or width % div:
+        raise ValueError(f"example_size must be positive multiples of {div}, got {example_size}")
+    model = copy.deepcopy(net).to(device="cpu", dtype=torch.float32).eval()
+    if fmt == "onnx":
+        data = _onnx_bytes(model, torch.zeros(2, 3, height, width), div)
+    else:
+        data = _torchscript_bytes(model)
+    atomic_write_json(metadata_path(out), metadata)
+    _atomic_write_bytes(out, data)
+    return out
+
+
+class ExportedCostNet:
+    """A loaded export: call it like a :class:`cops.models.CostNet`, read its ``metadata``.
+
+    ``__call__(image [B, 3, H, W] float32)`` returns ``(node_costs, edge_costs, boundary_prob)``
+    as CPU float32 tensors whatever runtime and device run the network.
+    """
+
+    def __init__(
+        self, path: Path, metadata: dict[str, Any], fmt: str, device: str, runner: Runner
+    ) -> None:
+        self.path = Path(path)
+        self.metadata = metadata
+        self.format = fmt
+        self.device = device
+        self._runner = runner
+
+    def __repr__(self) -> str:
+        return f"ExportedCostNet({str(self.path)!r}, {self.format}, {self.device})"
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Costs and boundary probabilities of a normalised image batch ``[B, 3, H, W]``."""
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+            raise ValueError(f"image: expected a float tensor [B, 3, H, W], got {shape}")
+        outputs = self._runner(image.detach().to(dtype=torch.float32))
+        node, edge, boundary = (
+            torch.as_tensor(o).to(device="cpu", dtype=torch.float32) for o in outputs
+        )
+        return node, edge, boundary
+
+
+def _onnx_runner(path: Path, device: str) -> tuple[Runner, str]:
+    """An onnxruntime session over `path` (CUDA provider when asked for and present)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise CopsError(f"{path}: {_ONNX_HINT} ({exc})") from exc
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    elif device == "cuda":
+        raise CopsError(f"{path}: device 'cuda' asked for, but onnxruntime has no CUDA provider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        raise CopsError(f"{path}: cannot load as an ONNX model ({exc})") from exc
+    names = [o.name for o in session.get_outputs()]
+    if names != list(OUTPUTS):
+        raise CopsError(f"{path}: ONNX outputs {names}, expected {list(OUTPUTS)}")
+    input_name = session.get_inputs()[0].name
+
+    def run(image: torch.Tensor) -> list[np.ndarray]:
+        feed = {input_name: np.ascontiguousarray(image.cpu().numpy())}
+        return session.run(list(OUTPUTS), feed)
+
+    used = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    return run, used
+
+
+def _torchscript_runner(path: Path, device: str) -> tuple[Runner, str]:
+    """A ``torch.jit.load``-ed module on `device` ("auto": CUDA when torch sees a GPU)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        with _quiet_jit():
+            module = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:
+        raise CopsError(f"{path}: cannot load as a TorchScript model ({exc})") from exc
+
+    def run(image: torch.Tensor) -> Sequence[torch.Tensor]:
+        with torch.inference_mode():
+            outputs = module(image.to(device))
+        if not isinstance(outputs, tuple | list) or len(outputs) != len(OUTPUTS):
+            raise CopsError(f"{path}: the TorchScript model must return {', '.join(OUTPUTS)}")
+        return outputs
+
+    return run, device
+
+
+def load_export(path: Path, device: str = "auto") -> ExportedCostNet:
+    """Load an export by suffix (ONNX via onnxruntime, TorchScript via torch.jit) and its metadata.
+
+    ``device``: "cpu", "cuda", or "auto" (ONNX: the CUDA provider when onnxruntime has one;
+    TorchScript: CUDA when torch sees a GPU). Outputs come back on the CPU either way.
+    """
+    path = Path(path)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+    fmt = _format_of(path)
+    if not path.is_file():
+        raise CopsError(f"{path}: exported model not found")
+    meta_file = metadata_path(path)
+    if not meta_file.is_file():
+        raise CopsError(
+            f"{meta_file}: metadata of export {path.name} not found (`cops export` writes it "
+            "beside the model; copy both files)"
+        )
+    metadata = check_metadata(read_json(meta_file), str(meta_file))
+    if fmt == "onnx":
+        runner, used = _onnx_runner(path, device)
+    else:
+        runner, used = _torchscript_runner(path, device)
+    return ExportedCostNet(path, metadata, fmt, used, runner)

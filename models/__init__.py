@@ -13,6 +13,7 @@ from .cops_net import CopsNet, CostNet
 from .costs import CostModel
 from .decoder import ASPP, DeepLabDecoder
 from .losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
+from .pq_loss import PQSurrogateLoss
 
 __all__ = [
     "ASPP",
@@ -22,6 +23,7 @@ __all__ = [
     "CostModel",
     "CostNet",
     "DeepLabDecoder",
+    "PQSurrogateLoss",
     "PretrainLoss",
     "ResNetBackbone",
     "WeightsError",

@@ -2,22 +2,27 @@
 
 ``solve_amwc`` labels every node with a class and splits partitionable ("thing") classes into
 instances; ``grid_graph`` and ``edge_maps_to_costs`` fix the edge order shared with the dataset
-targets and the CNN boundary head.
+targets and the CNN boundary head. ``amwc_segments`` is the differentiable layer: segment masks
+forward, perturbation (black-box) gradients for the costs backward.
 """
 
 from .api import AMWCResult, cuda_available, solve_amwc, solve_amwc_batch
 from .checks import amwc_objective, check_feasible
 from .graph import edge_costs_to_maps, edge_maps_to_costs, grid_graph, num_grid_edges
+from .layer import SegmentBatch, amwc_segments, segments_from_solution
 
 __all__ = [
     "AMWCResult",
+    "SegmentBatch",
     "amwc_objective",
+    "amwc_segments",
     "check_feasible",
     "cuda_available",
     "edge_costs_to_maps",
     "edge_maps_to_costs",
     "grid_graph",
     "num_grid_edges",
+    "segments_from_solution",
     "solve_amwc",
     "solve_amwc_batch",
 ]

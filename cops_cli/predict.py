@@ -86,7 +86,8 @@ def predict(
             for (path, name), image, pred in zip(
                 batch, images, predictor.predict(images) if images else [], strict=True
             ):
-                writer.write(name, pred, image=image, file_name=path.name)
+                source = path.relative_to(inputs) if inputs.is_dir() else Path(path.name)
+                writer.write(name, pred, image=image, file_name=source.as_posix())
                 done += 1
             progress.advance(task, len(files[start : start + batch_size]))
     if not state.quiet:

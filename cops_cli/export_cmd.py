@@ -17,7 +17,7 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 def export(
     checkpoint: CheckpointOpt = None,
     format_: Annotated[
-        str, typer.Option("--format", "-f", help="onnx (opset 18, dynamic batch/H/W) or torchscript.")
+        str, typer.Option("--format", "-f", help="onnx (opset 18, dynamic H/W) or torchscript.")
     ] = "onnx",
     out: Annotated[
         Path | None,

@@ -9,6 +9,7 @@ from cops.evaluation.panoptic_quality import (
     pq_compute_files,
     read_segment_ids,
     segment_buckets,
+    segment_runs,
 )
 from cops.evaluation.semantic import IGNORE, ConfusionMatrix, semantic_from_panoptic
 
@@ -25,5 +26,6 @@ __all__ = [
     "read_segment_ids",
     "segment_buckets",
     "segment_rles",
+    "segment_runs",
     "semantic_from_panoptic",
 ]

@@ -140,8 +140,29 @@ class CategoryIndex:
         return np.where(self._sorted[at] == category_ids, self._order[at], -1)
 
 
+def segment_runs(*maps: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Row-major runs of pixels over which every map is constant: lengths, each map's values.
+
+    Label maps change value rarely along a row, so a handful of comparison passes reduce the
+    pixels to far fewer runs, and all later work is on runs instead of pixels.
+    """
+    flats = [np.asarray(m).ravel() for m in maps]
+    n = flats[0].size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), [f[:0] for f in flats]
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(flats[0][1:], flats[0][:-1], out=change[1:])
+    scratch = np.empty(n - 1, dtype=bool)
+    for flat in flats[1:]:
+        np.not_equal(flat[1:], flat[:-1], out=scratch)
+        change[1:] |= scratch
+    starts = np.flatnonzero(change)
+    return np.diff(starts, append=n), [flat[starts] for flat in flats]
+
+
 def segment_buckets(ids: np.ndarray, listed: np.ndarray, weight: int = 1) -> np.ndarray:
-    """Per pixel ``weight × bucket``: bucket 0 for VOID, 1 + i for ``listed[i]``, then others.
+    """Per id (pixel or run) ``weight × bucket``: 0 for VOID, 1 + i for ``listed[i]``, then others.
 
     The "others" bucket is ``len(listed) + 1``. Ids below 2**20 go through a dense lookup
     table (one gather), larger or negative ones through one sort of the map.
@@ -239,11 +260,14 @@ def image_pq_stats(
     g_crowd = np.asarray([bool(s.get("iscrowd", 0)) for s in gt_segments], dtype=bool)
     n_gt, n_pred, k = g_id.size, p_id.size, len(categories)
 
-    # One bincount over (gt bucket, pred bucket) pairs gives every intersection at once.
+    # Runs over which both maps are constant, then one weighted bincount over their
+    # (gt bucket, pred bucket) pairs, give every intersection at once.
     width = n_pred + 2
-    key = segment_buckets(gt_ids, g_id, weight=width)
-    key += segment_buckets(pred_ids, p_id)
-    table = np.bincount(key.ravel(), minlength=(n_gt + 2) * width).reshape(n_gt + 2, width)
+    lengths, (gt_runs, pred_runs) = segment_runs(gt_ids, pred_ids)
+    key = segment_buckets(gt_runs, g_id, weight=width)
+    key += segment_buckets(pred_runs, p_id)
+    table = np.bincount(key, weights=lengths, minlength=(n_gt + 2) * width)
+    table = table.astype(np.int64).reshape(n_gt + 2, width)  # exact: counts are below 2**53
     if table[:, -1].any():
         listed_or_void = np.concatenate(([VOID_ID], p_id))
         stray = np.setdiff1d(np.unique(pred_ids), listed_or_void)

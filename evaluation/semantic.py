@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cops.evaluation.panoptic_quality import segment_buckets
+from cops.evaluation.panoptic_quality import segment_buckets, segment_runs
 
 IGNORE = 255
 """Train id of ignored ground truth and of void predictions."""
@@ -87,4 +87,6 @@ def semantic_from_panoptic(
     except KeyError as exc:
         raise ValueError(f"segment category_id {exc.args[0]} has no train id") from exc
     table = np.asarray([IGNORE, *train, IGNORE], dtype=np.uint8)
-    return table[segment_buckets(np.asarray(ids), listed)]
+    ids = np.asarray(ids)
+    lengths, (runs,) = segment_runs(ids)
+    return np.repeat(table[segment_buckets(runs, listed)], lengths).reshape(ids.shape)

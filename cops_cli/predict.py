@@ -49,7 +49,8 @@ def predict(
     categories, areas, boxes and instance scores), plus OUT/overlay/NAME.png with --overlay.
     Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from cops.inference.image_files import find_images, read_image_file
+    from cops.datasets.panoptic_io import read_image
+    from cops.inference.image_files import find_images
     from cops.inference.outputs import PredictionWriter
     from cops.inference.predictor import Predictor
     from cops.train_options import resolve_device
@@ -78,7 +79,7 @@ def predict(
             batch, images = [], []
             for path, name in files[start : start + batch_size]:
                 try:
-                    images.append(read_image_file(path))
+                    images.append(read_image(path))
                     batch.append((path, name))
                 except DatasetError as exc:
                     failed.append((path, str(exc)))

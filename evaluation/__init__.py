@@ -7,7 +7,6 @@ from cops.evaluation.panoptic_quality import (
     PQStats,
     image_pq_stats,
     pq_compute_files,
-    read_segment_ids,
     segment_buckets,
     segment_runs,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "PanopticEvaluator",
     "image_pq_stats",
     "pq_compute_files",
-    "read_segment_ids",
     "segment_buckets",
     "segment_rles",
     "segment_runs",

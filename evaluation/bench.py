@@ -26,13 +26,17 @@ from unittest import mock
 import cv2
 import numpy as np
 
-from cops.datasets.panoptic_io import atomic_write_json, segment_stats, write_panoptic_png
+from cops.datasets.panoptic_io import (
+    atomic_write_json,
+    read_panoptic_png,
+    segment_stats,
+    write_panoptic_png,
+)
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.evaluation.panoptic_quality import (
     CategoryIndex,
     image_pq_stats,
     pq_compute_files,
-    read_segment_ids,
 )
 
 THINGS = [c.id for c in SYNTHETIC_CATEGORIES if c.isthing]
@@ -159,9 +163,9 @@ def in_memory_seconds(root: Path, images: int) -> tuple[float, float]:
         other = pred[ann["image_id"]]
         held.append(
             (
-                read_segment_ids(root / "gt" / ann["file_name"]),
+                read_panoptic_png(root / "gt" / ann["file_name"]),
                 ann["segments_info"],
-                read_segment_ids(root / "pred" / other["file_name"]),
+                read_panoptic_png(root / "pred" / other["file_name"]),
                 other["segments_info"],
             )
         )

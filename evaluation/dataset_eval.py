@@ -7,11 +7,9 @@ writer is given, saved in the prepared (COCO panoptic) format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .evaluator import PanopticEvaluator
 
@@ -19,19 +17,6 @@ if TYPE_CHECKING:
     from cops.datasets.prepared import PanopticDataset
     from cops.inference.outputs import PredictionWriter
     from cops.inference.predictor import Predictor
-
-VOID_TRAIN_ID = 255
-
-
-def semantic_from_panoptic(panoptic: np.ndarray, segments: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Train id per pixel (uint8, 255 = void) of a ground-truth panoptic map and its segments."""
-    ids = np.asarray([0, *(int(s["id"]) for s in segments)], dtype=np.int64)
-    train = np.asarray([VOID_TRAIN_ID, *(int(s["train_id"]) for s in segments)], dtype=np.uint8)
-    order = np.argsort(ids)
-    position = np.searchsorted(ids[order], panoptic)
-    position = np.minimum(position, len(ids) - 1)
-    found = ids[order][position] == panoptic
-    return np.where(found, train[order][position], VOID_TRAIN_ID).astype(np.uint8)
 
 
 @dataclass
@@ -85,13 +70,12 @@ def evaluate_split(
     for batch in _samples(dataset, count, batch_size, workers):
         predictions = predictor.predict([s["image"] for s in batch])
         for sample, pred in zip(batch, predictions, strict=True):
-            gt_semantic = semantic_from_panoptic(sample["panoptic"], sample["segments"])
             evaluator.add(
                 sample["image_id"],
                 sample["file_name"],
                 sample["panoptic"],
                 sample["segments"],
-                gt_semantic,
+                None,  # derived from the panoptic map; crowd pixels keep their class
                 pred.ids,
                 pred.segments,
                 pred.semantic,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cops.datasets.panoptic_io import _atomic_write_bytes
+from cops.datasets.panoptic_io import atomic_write_bytes
 from cops.evaluation.instance_ap import MaskAP
 from cops.evaluation.panoptic_quality import CategoryIndex, PQStats, image_pq_stats
 from cops.evaluation.semantic import ConfusionMatrix, semantic_from_panoptic
@@ -143,4 +143,4 @@ class PanopticEvaluator:
         writer.writeheader()
         for row in self.per_image_rows():
             writer.writerow({k: "" if row[k] is None else row[k] for k in PER_IMAGE_COLUMNS})
-        _atomic_write_bytes(Path(path), buffer.getvalue().encode("utf-8"))
+        atomic_write_bytes(Path(path), buffer.getvalue().encode("utf-8"))

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from cops.datasets.panoptic_io import VOID_ID, read_json
+from cops.datasets.panoptic_io import VOID_ID, read_json, read_panoptic_png
 from cops.errors import DatasetError
 
 _LUT_LIMIT = 1 << 20  # ids below this are mapped through a dense lookup table, others sorted
@@ -318,23 +317,6 @@ def image_pq_stats(
     return PQStats(tp, fp, fn, iou)
 
 
-def read_segment_ids(path: Path) -> np.ndarray:
-    """Segment ids [H, W] (uint32) of a COCO panoptic PNG: decoded to RGBA and viewed as ids.
-
-    Faster than an RGB decode plus integer arithmetic; errors name the file (DatasetError).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: panoptic PNG not found")
-    data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
-    ids = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA).view("<u4")[..., 0]
-    ids &= 0xFFFFFF
-    return ids
-
-
 def _field(entry: Any, key: str, source: Path, where: str) -> Any:
     if not isinstance(entry, dict) or key not in entry:
         raise DatasetError(f"{source}: {where} has no '{key}'")
@@ -360,9 +342,9 @@ def _run_job(job: _Job) -> PQStats:
         pred_png = job.pred_folder / pred_ann["file_name"]
         try:
             total += image_pq_stats(
-                read_segment_ids(gt_png),
+                read_panoptic_png(gt_png),
                 gt_ann["segments_info"],
-                read_segment_ids(pred_png),
+                read_panoptic_png(pred_png),
                 pred_ann["segments_info"],
                 categories,
                 gt_area_from_segments=True,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cops.datasets.panoptic_io import _atomic_write_bytes, atomic_write_json, read_json
+from cops.datasets.panoptic_io import atomic_write_bytes, atomic_write_json, read_json
 from cops.errors import CopsError
 from cops.inference.metadata import OUTPUTS, check_metadata
 from cops.models import CostNet
@@ -161,7 +161,7 @@ def export_model(
     else:
         data = _torchscript_bytes(model)
     atomic_write_json(metadata_path(out), metadata)
-    _atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data)
     return out
 
 

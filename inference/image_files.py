@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
+from cops.errors import CopsError
 
-from cops.datasets.panoptic_io import read_image
-from cops.errors import CopsError, DatasetError
-
-__all__ = ["IMAGE_SUFFIXES", "find_images", "read_image_file"]
+__all__ = ["IMAGE_SUFFIXES", "find_images"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 """Suffixes of image files, compared case-insensitively."""
@@ -54,16 +50,3 @@ def find_images(path: Path) -> list[tuple[Path, str]]:
         known = ", ".join(sorted(IMAGE_SUFFIXES))
         raise CopsError(f"{path}: no image files found (searched recursively for {known})")
     return [(found[name], name) for name in sorted(found)]
-
-
-def read_image_file(path: Path) -> np.ndarray:
-    """Read an image file as uint8 RGB [H, W, 3]; grey, RGBA and 16-bit inputs are converted.
-
-    Anything that cannot be decoded (missing, corrupt, not an image, too large for the decoder)
-    raises a DatasetError naming the file.
-    """
-    try:
-        return read_image(Path(path))
-    except cv2.error as exc:
-        reason = getattr(exc, "err", "") or str(exc).strip()
-        raise DatasetError(f"{path}: cannot decode image (OpenCV: {reason})") from exc

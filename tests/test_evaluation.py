@@ -14,7 +14,12 @@ import pytest
 from panopticapi.evaluation import pq_compute
 from pycocotools import mask as mask_utils
 
-from cops.datasets.panoptic_io import atomic_write_json, segment_stats, write_panoptic_png
+from cops.datasets.panoptic_io import (
+    atomic_write_json,
+    read_panoptic_png,
+    segment_stats,
+    write_panoptic_png,
+)
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.errors import CopsError
 from cops.evaluation import (
@@ -24,7 +29,6 @@ from cops.evaluation import (
     PQStats,
     image_pq_stats,
     pq_compute_files,
-    read_segment_ids,
     segment_rles,
     semantic_from_panoptic,
 )
@@ -174,10 +178,10 @@ def _evaluate(dataset: dict[str, Any], indices: range, per_image: bool = True):
         evaluator.add(
             i,
             name,
-            read_segment_ids(dataset["root"] / "gt" / name),
+            read_panoptic_png(dataset["root"] / "gt" / name),
             gt_segments,
             None,
-            read_segment_ids(dataset["root"] / "pred" / name),
+            read_panoptic_png(dataset["root"] / "pred" / name),
             pred_segments,
             None,
         )
@@ -450,7 +454,7 @@ def test_pq_compute_files_errors_name_file_and_image(dataset: dict[str, Any], tm
     (tmp_path / "pred").mkdir()
     with pytest.raises(CopsError, match=r"no prediction for image 0 \(scene0.png"):
         pq_compute_files(gt_json, short, pred_folder=dataset["root"] / "pred")
-    with pytest.raises(CopsError, match=r"image 0 .*scene0.png: panoptic PNG not found"):
+    with pytest.raises(CopsError, match=r"image 0 .*scene0.png: image file not found"):
         pq_compute_files(gt_json, dataset["pred_json"], pred_folder=tmp_path / "pred", workers=1)
     with pytest.raises(CopsError, match="PNG folder not found"):
         pq_compute_files(gt_json, short)

@@ -15,7 +15,7 @@ from panopticapi.evaluation import pq_compute_single_core
 
 from cops.datasets.panoptic_io import read_image, read_panoptic_png
 from cops.errors import CopsError, DatasetError
-from cops.inference.image_files import IMAGE_SUFFIXES, find_images, read_image_file
+from cops.inference.image_files import IMAGE_SUFFIXES, find_images
 from cops.inference.outputs import PredictionWriter, render_overlay
 from cops.inference.prediction import PanopticPrediction
 
@@ -227,23 +227,23 @@ def test_find_images_errors(tmp_path):
         find_images(tmp_path / "twins")
 
 
-def test_read_image_file_converts_and_names_bad_files(tmp_path):
+def test_read_image_converts_and_names_bad_files(tmp_path):
     rng = np.random.default_rng(1)
     grey16 = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "grey16.png"), grey16)
-    image = read_image_file(tmp_path / "grey16.png")
+    image = read_image(tmp_path / "grey16.png")
     assert image.dtype == np.uint8 and image.shape == (6, 7, 3)
     np.testing.assert_array_equal(image[..., 1], grey16 >> 8)
     rgba = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
-    np.testing.assert_array_equal(read_image_file(tmp_path / "rgba.png"), rgba[..., 2::-1])
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgba[..., 2::-1])
 
     text = _touch(tmp_path / "notes.png", b"this is text, not a picture")
     good = cv2.imencode(".png", _image(30, 30))[1].tobytes()
     truncated = _touch(tmp_path / "sub/truncated.png", good[: len(good) // 2])
     for bad in (text, truncated, tmp_path / "missing.jpg"):
         with pytest.raises(DatasetError, match=str(bad).replace(".", r"\.")):
-            read_image_file(bad)
+            read_image(bad)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
@@ -253,4 +253,4 @@ def test_read_image_file_converts_and_names_bad_files(tmp_path):
     idat = chunk(b"IDAT", zlib.compress(bytes(16)))
     huge = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
     with pytest.raises(DatasetError, match=r"huge\.png: cannot decode image"):
-        read_image_file(_touch(tmp_path / "huge.png", huge))
+        read_image(_touch(tmp_path / "huge.png", huge))

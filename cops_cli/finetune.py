@@ -90,7 +90,6 @@ class PQObjective:
 
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         import torch
-        import torch.nn.functional as F
 
         from cops.solver import amwc_segments, edge_maps_to_costs
 
@@ -100,7 +99,10 @@ class PQObjective:
         height, width = edge_maps.shape[-2:]
         edge_costs = edge_maps_to_costs(edge_maps, self.distances).float()
         if model.training and self.finetune.cost_dropout > 0:
-            edge_costs = F.dropout(edge_costs, self.finetune.cost_dropout)
+            # Dropped edges become neutral (cost 0); kept ones are not rescaled, so the solver
+            # sees the same cost scale in training and at test time.
+            keep = torch.rand_like(edge_costs) >= self.finetune.cost_dropout
+            edge_costs = edge_costs * keep
         weights = batch["weights_s4"].flatten(1)
         cnn = time.perf_counter() - tick
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cops.datasets.synthetic import prepare_synthetic
+import torch
+
+from cops.checkpoint import save_checkpoint
+from cops.config import Recipe
+from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, prepare_synthetic
 from cops.pretrain import PRETRAIN
 from cops.train_options import resolve_run
 from cops.training import Phase, phase_worker
@@ -44,3 +48,22 @@ def metrics(out: Path, kind: str = "train") -> list[dict]:
     """The entries of one kind (train, val, replicas) in a run's metrics.jsonl."""
     entries = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
     return [e for e in entries if e["kind"] == kind]
+
+
+def save_net(
+    net: torch.nn.Module, recipe: Recipe, folder: Path, iteration: int, phase: str
+) -> Path:
+    """Save `net` (of the synthetic classes) as a COPS checkpoint, as training would."""
+    state = {
+        "model": net.state_dict(),
+        "recipe": recipe.to_dict(),
+        "classes": {
+            "names": [c.name for c in SYNTHETIC_CATEGORIES],
+            "category_ids": [c.id for c in SYNTHETIC_CATEGORIES],
+            "isthing": [c.isthing for c in SYNTHETIC_CATEGORIES],
+            "colors": [list(c.color) for c in SYNTHETIC_CATEGORIES],
+        },
+        "iteration": iteration,
+        "phase": phase,
+    }
+    return save_checkpoint(state, folder)

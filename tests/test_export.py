@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _training import save_net
 
-from cops.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cops.checkpoint import build_model, load_checkpoint
 from cops.config import load_recipe
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.errors import CopsError
@@ -38,19 +39,7 @@ def trained(tmp_path_factory) -> tuple[CostNet, dict, Path]:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-    state = {
-        "model": net.state_dict(),
-        "recipe": recipe.to_dict(),
-        "classes": {
-            "names": [c.name for c in SYNTHETIC_CATEGORIES],
-            "category_ids": [c.id for c in SYNTHETIC_CATEGORIES],
-            "isthing": [c.isthing for c in SYNTHETIC_CATEGORIES],
-            "colors": [list(c.color) for c in SYNTHETIC_CATEGORIES],
-        },
-        "iteration": 7,
-        "phase": "finetune-pq",
-    }
-    path = save_checkpoint(state, tmp_path_factory.mktemp("ckpt"))
+    path = save_net(net, recipe, tmp_path_factory.mktemp("ckpt"), 7, "finetune-pq")
     metadata = metadata_from_checkpoint(load_checkpoint(path), path)
     return CostNet(net).eval(), metadata, path
 

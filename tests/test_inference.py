@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _training import save_net
 
 from cops.checkpoint import build_model, load_checkpoint, save_checkpoint
 from cops.config import load_recipe
@@ -194,19 +195,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     recipe = load_recipe("synthetic-tiny")
     torch.manual_seed(0)
     net = build_model(recipe.model, len(SYNTHETIC_CATEGORIES), None, restoring=True)
-    state = {
-        "model": net.state_dict(),
-        "recipe": recipe.to_dict(),
-        "classes": {
-            "names": [c.name for c in SYNTHETIC_CATEGORIES],
-            "category_ids": [c.id for c in SYNTHETIC_CATEGORIES],
-            "isthing": [c.isthing for c in SYNTHETIC_CATEGORIES],
-            "colors": [list(c.color) for c in SYNTHETIC_CATEGORIES],
-        },
-        "iteration": 3,
-        "phase": "pretrain",
-    }
-    return save_checkpoint(state, tmp_path_factory.mktemp("ckpt"))
+    return save_net(net, recipe, tmp_path_factory.mktemp("ckpt"), 3, "pretrain")
 
 
 def test_metadata_round_trip(tiny_checkpoint):

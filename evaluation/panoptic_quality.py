@@ -412,6 +412,13 @@ def pq_compute_files(
     return stats.summary(names, isthing)
 
 
+def _single_threaded() -> None:
+    """Worker set-up: one OpenCV thread per process (the pool already fills every core)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _evaluate_pairs(
     pairs: list[tuple[dict[str, Any], dict[str, Any]]],
     gt_folder: Path,
@@ -430,7 +437,7 @@ def _evaluate_pairs(
         if chunk.size
     ]
     total = PQStats.zeros(len(category_ids))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
         for stats in pool.imap(_run_job, jobs):
             total += stats
     return total

@@ -8,7 +8,6 @@ a split that looks complete.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from cops.datasets.panoptic_io import atomic_write_json
 from cops.errors import CopsError, DatasetError
+from cops.parallel import fork_pool
 
 T = TypeVar("T")
 
@@ -93,7 +93,7 @@ def _run_jobs(
         yield from map(fn, tasks)
         return
     chunk = max(1, min(16, len(tasks) // (workers * 4)))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with fork_pool(workers) as pool:
         yield from pool.imap(fn, tasks, chunksize=chunk)
 
 

@@ -7,7 +7,6 @@ arrays (DataLoader workers share it copy-on-write) and no file handle outlives a
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset
 from cops.datasets.panoptic_io import VOID_ID, read_image, read_json, read_panoptic_png
 from cops.datasets.prepare import SplitPaths
 from cops.errors import DatasetError
+from cops.parallel import fork_pool
 
 IGNORE_LABEL = 255
 
@@ -377,6 +377,6 @@ class PanopticDataset(Dataset):
             results = [self.check(i) for i in range(len(self))]
         else:
             chunk = max(1, min(16, len(self) // (workers * 4)))
-            with multiprocessing.Pool(workers, initializer=_pool_init, initargs=(self,)) as pool:
+            with fork_pool(workers, _pool_init, (self,)) as pool:
                 results = list(pool.imap(_pool_check, range(len(self)), chunksize=chunk))
         return [message for message in results if message is not None]

@@ -38,6 +38,7 @@ from cops.evaluation.panoptic_quality import (
     image_pq_stats,
     pq_compute_files,
 )
+from cops.parallel import fork_pool
 
 THINGS = [c.id for c in SYNTHETIC_CATEGORIES if c.isthing]
 STUFF = [c.id for c in SYNTHETIC_CATEGORIES if not c.isthing]
@@ -114,7 +115,7 @@ def _make_pair(job: tuple[Path, int, int, int]) -> tuple[dict[str, Any], dict[st
 def write_dataset(root: Path, images: int, height: int, width: int, workers: int) -> None:
     """Write gt/ + gt.json and pred/ + pred.json (COCO panoptic) under `root`."""
     jobs = [(root, i, height, width) for i in range(images)]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with fork_pool(workers) as pool:
         pairs = pool.map(_make_pair, jobs)
     entries = [
         {"id": i, "file_name": f"{i:06d}.png", "height": height, "width": width}

@@ -19,7 +19,6 @@ Reported values are percent (× 100), as detectron2 prints them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 
 from cops.datasets.panoptic_io import VOID_ID, read_json, read_panoptic_png
 from cops.errors import DatasetError
+from cops.parallel import fork_pool
 
 _LUT_LIMIT = 1 << 20  # ids below this are mapped through a dense lookup table, others sorted
 
@@ -412,13 +412,6 @@ def pq_compute_files(
     return stats.summary(names, isthing)
 
 
-def _single_threaded() -> None:
-    """Worker set-up: one OpenCV thread per process (the pool already fills every core)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _evaluate_pairs(
     pairs: list[tuple[dict[str, Any], dict[str, Any]]],
     gt_folder: Path,
@@ -437,7 +430,7 @@ def _evaluate_pairs(
         if chunk.size
     ]
     total = PQStats.zeros(len(category_ids))
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_single_threaded) as pool:
+    with fork_pool(workers) as pool:
         for stats in pool.imap(_run_job, jobs):
             total += stats
     return total

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,10 +24,9 @@ from cops.train_options import (
     SeedOpt,
     SetOpt,
     WeightsOpt,
-    resolve_run,
-    start,
+    train_phase,
 )
-from cops.training import Phase, phase_worker
+from cops.training import Phase
 
 if TYPE_CHECKING:
     import torch
@@ -195,15 +193,14 @@ def finetune_pq(
 
     Several machines: torchrun --nnodes N --nproc-per-node G ... -m cops finetune-pq ...
     """
-    from cops.distributed import under_launcher
-
     if weights is None and not resume:
         raise CopsError(
             "--weights: fine-tuning starts from a pretrained checkpoint (cops pretrain ...); "
             "pass --weights runs/NAME/last.pt, or --resume to continue a fine-tuning run"
         )
-    launched = under_launcher()
-    run = resolve_run(
+    train_phase(
+        FINETUNE,
+        out_suffix="-ft",
         recipe=recipe,
         data=data,
         out=out,
@@ -213,7 +210,4 @@ def finetune_pq(
         resume=resume,
         seed=seed,
         weights=weights,
-        under_launcher=launched,
-        out_suffix="-ft",
     )
-    start(run, partial(phase_worker, phase=FINETUNE), launched)

@@ -7,7 +7,6 @@ so registering the command keeps `cops --help` fast.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from cops.train_options import (
@@ -20,10 +19,9 @@ from cops.train_options import (
     SeedOpt,
     SetOpt,
     WeightsOpt,
-    resolve_run,
-    start,
+    train_phase,
 )
-from cops.training import Phase, phase_worker
+from cops.training import Phase
 
 if TYPE_CHECKING:
     import torch
@@ -87,10 +85,8 @@ def pretrain(
 
     Several machines: torchrun --nnodes N --nproc-per-node G ... -m cops pretrain ...
     """
-    from cops.distributed import under_launcher
-
-    launched = under_launcher()
-    run = resolve_run(
+    train_phase(
+        PRETRAIN,
         recipe=recipe,
         data=data,
         out=out,
@@ -100,6 +96,4 @@ def pretrain(
         resume=resume,
         seed=seed,
         weights=weights,
-        under_launcher=launched,
     )
-    start(run, partial(phase_worker, phase=PRETRAIN), launched)

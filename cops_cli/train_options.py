@@ -2,24 +2,28 @@
 
 `--recipe` names the recipe (default: synthetic; on `--resume` the checkpoint's own), `--set`,
 `--data` and `--seed` amend it, `--out` is the run folder holding ``last.pt``. `--device` and
-`--nproc-per-node` decide where the worker processes run; :func:`start` launches them. Torch is
-imported only when a command runs, so `cops --help` stays fast.
+`--nproc-per-node` decide where the worker processes run; :func:`train_phase` launches them.
+Torch is imported only when a command runs, so `cops --help` stays fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cops.config import Recipe, load_recipe, recipe_name, recipe_with_overrides
 from cops.console import state
 from cops.errors import CopsError
+
+if TYPE_CHECKING:
+    from cops.training import Phase
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +224,20 @@ def resolve_run(
     )
 
 
-def start(run: RunConfig, worker: Callable[[RunConfig], None], under_launcher: bool) -> None:
-    """Run `worker` here (one process, or one of torchrun's), or in `run.nproc` local processes.
+def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
+    """Resolve the shared options (see :func:`resolve_run`) and train `phase`.
 
-    Local workers are spawned only after the synthetic data exists, so they never race to make it.
+    Runs here (one process, or one of torchrun's) or in `nproc` local processes; local workers
+    are spawned only after the synthetic data exists, so they never race to make it.
     """
     from cops.data import ensure_dataset
-    from cops.distributed import launch_local
+    from cops.distributed import launch_local, under_launcher
+    from cops.training import phase_worker
 
-    if under_launcher or run.nproc == 1:
+    launched = under_launcher()
+    run = resolve_run(**options, under_launcher=launched, out_suffix=out_suffix)
+    worker = partial(phase_worker, phase=phase)
+    if launched or run.nproc == 1:
         worker(run)
         return
     ensure_dataset(run.recipe)

@@ -2,7 +2,10 @@
 
 For each seed: ``cops pretrain``, then ``cops finetune-pq`` from its last checkpoint (keeping a
 checkpoint every ``--eval-every`` iterations), then ``cops evaluate`` on the validation split for
-the pretrained model and every kept fine-tuning checkpoint. Prints a mean ± std table, writes
+the pretrained model and every kept fine-tuning checkpoint. The same-budget control continues the
+pretraining instead, for as many iterations with the fine-tuning learning rate and warm-up, so
+that "fine-tuning helps" is measured against "more training helps". Prints a mean ± std table,
+writes
 ``OUT/study.json`` and a plot of PQ against fine-tuning iterations (``OUT/pq_vs_iterations.png``).
 Every step is a plain CLI call, printed before it runs, so the study can be redone by hand.
 
@@ -19,6 +22,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from cops.config import load_recipe
 
 KEYS = ("pq", "pq_th", "pq_st", "miou", "ap")
 
@@ -63,15 +68,28 @@ def seed_study(seed: int, args: argparse.Namespace) -> dict[str, object]:
                 "--set", f"finetune.iterations={args.iterations}",
             ]
         )  # fmt: skip
+    more = root / "pretrain-more"
+    if not (more / "last.pt").is_file():
+        ft_cfg = load_recipe(args.recipe, args.set).finetune
+        run(
+            [
+                "pretrain", "--recipe", args.recipe, "--seed", str(seed),
+                "--weights", str(pre / "last.pt"), "--out", str(more), *sets,
+                "--set", f"train.iterations={args.iterations}",
+                "--set", f"train.lr={ft_cfg.lr}",
+                "--set", f"train.warmup_iters={ft_cfg.warmup_iters}",
+            ]
+        )  # fmt: skip
     extra = ["--device", "cpu"] if args.cpu else []
     before = evaluate(pre / "last.pt", root / "eval-pretrain", extra)
+    control = evaluate(more / "last.pt", root / "eval-pretrain-more", extra)
     curve = [(0, before["pq"])]
     after = before
     for ckpt in sorted(ft.glob("ckpt_*.pt")):
         iteration = int(ckpt.stem.split("_")[1])
         after = evaluate(ckpt, root / f"eval-ft-{iteration:07d}", extra)
         curve.append((iteration, after["pq"]))
-    return {"seed": seed, "before": before, "after": after, "curve": curve}
+    return {"seed": seed, "before": before, "after": after, "control": control, "curve": curve}
 
 
 def mean_std(values: list[float | None]) -> str:
@@ -111,7 +129,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=200, help="fine-tuning iterations")
     parser.add_argument("--eval-every", type=int, default=50, help="evaluate every N iterations")
-    parser.add_argument("--set", action="append", default=[], help="recipe override (both runs)")
+    parser.add_argument("--set", action="append", default=[], help="recipe override (every run)")
     parser.add_argument("--cpu", action="store_true", help="evaluate on the CPU")
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     args = parser.parse_args()
@@ -120,10 +138,17 @@ def main() -> None:
     (args.out / "study.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out / "pq_vs_iterations.png")
     print(f"\n| model | {' | '.join(KEYS)} |\n|---|{'---|' * len(KEYS)}")
-    for stage in ("before", "after"):
+    labels = {
+        "before": "pretrained",
+        "after": "fine-tuned through the solver",
+        "control": "control: pretrained + as many more pretraining steps",
+    }
+    for stage, label in labels.items():
         cells = [mean_std([r[stage][k] for r in results]) for k in KEYS]
-        label = "pretrained" if stage == "before" else "fine-tuned"
         print(f"| {label} | {' | '.join(cells)} |")
+    for r in results:
+        trio = " / ".join(f"{r[stage]['pq']:.1f}" for stage in labels)
+        print(f"seed {r['seed']}: PQ pretrained / fine-tuned / control = {trio}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Process pools that are safe to fork from a process that has already used OpenCV or torch."""
+"""Process pools that are safe to fork from a process that has already run OpenCV's threads."""
 
 from __future__ import annotations
 

@@ -16,17 +16,20 @@ import statistics
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cops.checkpoint import build_model, class_metadata
-from cops.config import load_recipe
+from cops.config import Recipe, load_recipe
 from cops.console import counts_table, print_table
 from cops.data import TrainBatches, ensure_dataset, open_datasets
 from cops.distributed import DistInfo
 from cops.finetune import FINETUNE, PQObjective
-from cops.models import BackboneInitWarning
+from cops.models import BackboneInitWarning, CopsNet
 
 
 class _Clock:
@@ -48,6 +51,32 @@ class _Clock:
         return record
 
 
+@dataclass
+class FinetuneSetup:
+    """What one fine-tuning step needs outside the engine: network, objective, batch stream."""
+
+    recipe: Recipe  # with the fine-tuning schedule as its train section
+    model: CopsNet
+    objective: PQObjective
+    stream: Iterator[tuple[int, list[dict[str, Any]]]]
+    classes: dict[str, list]
+
+
+def finetune_setup(recipe: Recipe, weights: Path | None, device: torch.device) -> FinetuneSetup:
+    """The fine-tuning network (from `weights`, BN frozen, in train mode), objective and batches
+    of the recipe's training split, as `cops finetune-pq` would start them on one process."""
+    recipe = dataclasses.replace(recipe, train=FINETUNE.schedule(recipe))
+    ensure_dataset(recipe)
+    train_set, _ = open_datasets(recipe)
+    classes = class_metadata(train_set.categories)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BackboneInitWarning)
+        model = build_model(recipe.model, len(classes["names"]), weights)
+    model = FINETUNE.prepare(model, recipe).to(device).train()
+    stream = TrainBatches(train_set, recipe.train, DistInfo(), recipe.seed).from_step(0)
+    return FinetuneSetup(recipe, model, PQObjective(recipe, classes, device), stream, classes)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="synthetic")
@@ -56,19 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], help="recipe override")
     args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.set)
-    recipe = dataclasses.replace(recipe, train=FINETUNE.schedule(recipe))
     device = torch.device(args.device)
-    ensure_dataset(recipe)
-    train_set, _ = open_datasets(recipe)
-    classes = class_metadata(train_set.categories)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BackboneInitWarning)
-        model = build_model(recipe.model, len(classes["names"]), args.weights)
-    model = FINETUNE.prepare(model, recipe).to(device).train()
-    objective = PQObjective(recipe, classes, device)
+    setup = finetune_setup(load_recipe(args.recipe, args.set), args.weights, device)
+    recipe, model, objective, stream = setup.recipe, setup.model, setup.objective, setup.stream
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    stream = TrainBatches(train_set, recipe.train, DistInfo(), recipe.seed).from_step(0)
     clock = _Clock(device)
     parts: dict[str, list[float]] = defaultdict(list)
     forward = model.forward

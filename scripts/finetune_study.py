@@ -5,9 +5,9 @@ checkpoint every ``--eval-every`` iterations), then ``cops evaluate`` on the val
 the pretrained model and every kept fine-tuning checkpoint. The same-budget control continues the
 pretraining instead, for as many iterations with the fine-tuning learning rate and warm-up, so
 that "fine-tuning helps" is measured against "more training helps". Prints a mean ± std table,
-writes
-``OUT/study.json`` and a plot of PQ against fine-tuning iterations (``OUT/pq_vs_iterations.png``).
-Every step is a plain CLI call, printed before it runs, so the study can be redone by hand.
+writes ``OUT/study.json`` and a plot of PQ against fine-tuning iterations
+(``OUT/pq_vs_iterations.png``). Every step is a plain CLI call, printed before it runs, so the
+study can be redone by hand.
 
     python scripts/finetune_study.py --seeds 0 1 2 --out runs/study
 """

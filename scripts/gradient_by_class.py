@@ -12,19 +12,13 @@ correct class; compare the rows' magnitudes to see which classes drive the updat
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cops.checkpoint import build_model, class_metadata
+from cops.bench_finetune import finetune_setup
 from cops.config import load_recipe
-from cops.data import TrainBatches, open_datasets
-from cops.distributed import DistInfo
-from cops.finetune import FINETUNE, PQObjective
-from cops.models import BackboneInitWarning
 
 
 def main() -> None:
@@ -36,16 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     recipe = load_recipe(args.recipe, [*args.set, "finetune.pixel_loss_weight=0"])
-    recipe = dataclasses.replace(recipe, train=FINETUNE.schedule(recipe))
-    train_set, _ = open_datasets(recipe)
-    classes = class_metadata(train_set.categories)
-    names = classes["names"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BackboneInitWarning)
-        model = build_model(recipe.model, len(names), args.checkpoint)
-    model = FINETUNE.prepare(model, recipe).train()
-    objective = PQObjective(recipe, classes, torch.device("cpu"))
-    stream = TrainBatches(train_set, recipe.train, DistInfo(), recipe.seed).from_step(0)
+    setup = finetune_setup(recipe, args.checkpoint, torch.device("cpu"))
+    model, names = setup.model, setup.classes["names"]
     forward, captured = model.forward, {}
 
     def keep_costs(image: torch.Tensor, costs: bool = False) -> dict[str, torch.Tensor]:
@@ -58,8 +44,8 @@ def main() -> None:
     k = len(names)
     sums, counts = np.zeros((k, k)), np.zeros(k)
     for _ in range(args.batches):
-        _, (batch,) = next(stream)
-        loss, _ = objective(model, batch)
+        _, (batch,) = next(setup.stream)
+        loss, _ = setup.objective(model, batch)
         loss.backward()
         grad = captured["node_costs"].grad  # [B, N, K]
         semantic = batch["semantic_s4"].flatten(1)

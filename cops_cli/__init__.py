@@ -1,3 +1,1 @@
-"""COPS: combinatorial optimisation for panoptic segmentation."""
-
-__version__ = "0.1.0"
+"""The `cops` command line: a Typer app and one thin module per subcommand."""

@@ -1,5 +1,5 @@
-"""`python -m cops` runs the command-line interface."""
+"""`python -m cops.cli` runs the command-line interface (as the `cops` script does)."""
 
-from cops.app import main
+from cops.cli.app import main
 
 main()

@@ -9,15 +9,15 @@ import typer
 from rich.markup import escape
 
 from cops import __version__
+from cops.cli.evaluate import evaluate
+from cops.cli.export import export
+from cops.cli.finetune_pq import finetune_pq
+from cops.cli.predict import predict
+from cops.cli.prepare_data import app as prepare_data_app
+from cops.cli.pretrain import pretrain
+from cops.cli.recipes import app as recipes_app
 from cops.console import configure_logging, err_console, state
 from cops.errors import CopsError
-from cops.evaluate import evaluate
-from cops.export_cmd import export
-from cops.finetune import finetune_pq
-from cops.predict import predict
-from cops.prepare_data import app as prepare_data_app
-from cops.pretrain import pretrain
-from cops.recipes_cmd import app as recipes_app
 
 app = typer.Typer(
     name="cops",

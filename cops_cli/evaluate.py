@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cops.console import console, make_progress, print_table, state
-from cops.errors import CopsError
-from cops.infer_options import (
+from cops.cli.options import (
     BackendOpt,
     BatchSizeOpt,
     CheckpointOpt,
@@ -25,10 +23,12 @@ from cops.infer_options import (
     parse_size,
     require_checkpoint,
 )
+from cops.console import console, make_progress, print_table, state
+from cops.errors import CopsError
 
 if TYPE_CHECKING:
-    from cops.config import Recipe
     from cops.datasets.prepared import PanopticDataset
+    from cops.recipes.schema import Recipe
 
 
 def _fmt(value: float | None) -> str:
@@ -73,8 +73,8 @@ def per_class_table(metrics: dict[str, Any], isthing: dict[str, bool]) -> Table:
 
 def open_split(recipe: Recipe, data: Path | None, split: str) -> PanopticDataset:
     """The prepared split to evaluate on; the synthetic one is generated when missing."""
-    from cops.data import ensure_dataset
     from cops.datasets.prepared import PanopticDataset
+    from cops.training.loaders import ensure_dataset
 
     root = Path(data) if data is not None else Path(recipe.data.root)
     wanted = dataclasses.replace(
@@ -128,13 +128,13 @@ def evaluate(
     Runs the CNN and the AMWC solver on every image of the split, scores the panoptic maps as
     panopticapi does (values in percent) and writes OUT/metrics.json.
     """
-    from cops.checkpoint import load_checkpoint
-    from cops.config import recipe_from_dict
-    from cops.datasets.panoptic_io import atomic_write_json
+    from cops.device import resolve_device
     from cops.evaluation.dataset_eval import evaluate_split
+    from cops.files import atomic_write_json
     from cops.inference.outputs import PredictionWriter
     from cops.inference.predictor import Predictor
-    from cops.train_options import resolve_device
+    from cops.models.build import load_checkpoint
+    from cops.recipes.schema import recipe_from_dict
 
     path = require_checkpoint(checkpoint)
     ckpt = load_checkpoint(path, mmap=True)

@@ -12,9 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cops.console import console, err_console, make_progress, print_table, state
-from cops.errors import CopsError, DatasetError
-from cops.infer_options import (
+from cops.cli.options import (
     BackendOpt,
     BatchSizeOpt,
     CheckpointOpt,
@@ -23,6 +21,8 @@ from cops.infer_options import (
     check_backend,
     parse_size,
 )
+from cops.console import console, err_console, make_progress, print_table, state
+from cops.errors import CopsError, DatasetError
 
 
 def predict(
@@ -50,10 +50,10 @@ def predict(
     Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
     from cops.datasets.panoptic_io import read_image
+    from cops.device import resolve_device
     from cops.inference.image_files import find_images
     from cops.inference.outputs import PredictionWriter
     from cops.inference.predictor import Predictor
-    from cops.train_options import resolve_device
 
     if (checkpoint is None) == (model is None):
         raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")

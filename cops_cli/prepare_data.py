@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from cops.console import console, counts_table, print_table, split_progress, state
-from cops.datasets.panoptic_io import atomic_write_json
-from cops.datasets.prepare import SplitSummary
+from cops.datasets.conversion import SplitSummary
 from cops.errors import CopsError
+from cops.files import atomic_write_json
 
 app = typer.Typer(
     help=(

@@ -20,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cops.datasets.panoptic_io import read_image, segment_stats, write_panoptic_png
-from cops.datasets.prepare import (
+from cops.datasets.conversion import (
     LINK_MODES,
     Category,
     ConvertedImage,
@@ -31,6 +30,7 @@ from cops.datasets.prepare import (
     convert_split,
     place_file,
 )
+from cops.datasets.panoptic_io import read_image, segment_stats, write_panoptic_png
 from cops.errors import CopsError, DatasetError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"

@@ -16,15 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cops.datasets.panoptic_io import (
-    VOID_ID,
-    read_image,
-    read_json,
-    read_panoptic_png,
-    segment_stats,
-    write_panoptic_png,
-)
-from cops.datasets.prepare import (
+from cops.datasets.conversion import (
     LINK_MODES,
     Category,
     ConvertedImage,
@@ -33,6 +25,14 @@ from cops.datasets.prepare import (
     SplitSummary,
     convert_split,
     place_file,
+)
+from cops.datasets.panoptic_io import (
+    VOID_ID,
+    read_image,
+    read_json,
+    read_panoptic_png,
+    segment_stats,
+    write_panoptic_png,
 )
 from cops.errors import CopsError, DatasetError
 

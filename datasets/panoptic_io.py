@@ -1,10 +1,8 @@
-"""COCO panoptic primitives: RGB <-> id encoding, PNG/JSON reading and atomic writing."""
+"""COCO panoptic primitives: RGB <-> id encoding, PNG/JSON reading and writing."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import cv2
 import numpy as np
 
 from cops.errors import DatasetError
+from cops.files import atomic_write_bytes
 
 VOID_ID = 0
 _DENSE_LIMIT = 1 << 20
@@ -31,25 +30,6 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     """Decode an RGB panoptic image [H, W, 3] into segment ids [H, W] (int64)."""
     rgb = np.asarray(rgb).astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically, so a reader never sees a half-written file."""
-    atomic_write_bytes(Path(path), json.dumps(obj).encode("utf-8"))
 
 
 def write_image(path: Path, image: np.ndarray, rgb: bool = True) -> None:

@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 import numpy as np
 from torch.utils.data import Dataset
 
+from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import VOID_ID, read_image, read_json, read_panoptic_png
-from cops.datasets.prepare import SplitPaths
 from cops.errors import DatasetError
 from cops.parallel import fork_pool
 
@@ -380,3 +380,13 @@ class PanopticDataset(Dataset):
             with fork_pool(workers, _pool_init, (self,)) as pool:
                 results = list(pool.imap(_pool_check, range(len(self)), chunksize=chunk))
         return [message for message in results if message is not None]
+
+
+def class_metadata(categories: CategoryInfo) -> dict[str, list]:
+    """Class names, dataset category ids, thing flags and colours as lists, in train-id order."""
+    return {
+        "names": list(categories.names),
+        "category_ids": [int(c) for c in categories.category_ids],
+        "isthing": [bool(t) for t in categories.isthing],
+        "colors": [[int(v) for v in c] for c in categories.colors],
+    }

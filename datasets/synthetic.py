@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cops.datasets.panoptic_io import write_image
-from cops.datasets.prepare import (
+from cops.datasets.conversion import (
     ConvertedImage,
     ProgressFn,
     SplitPaths,
     SplitSummary,
     convert_split,
 )
+from cops.datasets.panoptic_io import write_image
 from cops.datasets.synthetic_scene import SYNTHETIC_CATEGORIES, generate_scene, render_scene
 from cops.errors import DatasetError
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cops.datasets.conversion import Category
 from cops.datasets.panoptic_io import id2rgb
-from cops.datasets.prepare import Category
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, TERRAIN, SKY = 7, 8, 11, 21, 22, 23
 PERSON, CAR, TRUCK = 24, 26, 27

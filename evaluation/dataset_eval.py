@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .evaluator import PanopticEvaluator
+from cops.evaluation.evaluator import PanopticEvaluator
 
 if TYPE_CHECKING:
     from cops.datasets.prepared import PanopticDataset

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from cops.datasets.panoptic_io import atomic_write_bytes
 from cops.evaluation.instance_ap import MaskAP
 from cops.evaluation.panoptic_quality import CategoryIndex, PQStats, image_pq_stats
 from cops.evaluation.semantic import ConfusionMatrix, semantic_from_panoptic
+from cops.files import atomic_write_bytes
 
 PER_IMAGE_COLUMNS = ("image_id", "file_name", "pq", "sq", "rq", "n")
 

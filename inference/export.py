@@ -21,8 +21,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cops.datasets.panoptic_io import atomic_write_bytes, atomic_write_json, read_json
+from cops.datasets.panoptic_io import read_json
 from cops.errors import CopsError
+from cops.files import atomic_write_bytes, atomic_write_json
 from cops.inference.metadata import OUTPUTS, check_metadata
 from cops.models import CostNet
 

@@ -15,7 +15,7 @@ from cops.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cops.errors import CopsError, RecipeError
 
 if TYPE_CHECKING:
-    from cops.config import Recipe
+    from cops.recipes.schema import Recipe
 
 FORMAT = "cops-model"
 VERSION = 1
@@ -85,7 +85,7 @@ def _scalar(state: Mapping[str, Any], key: str, default: list[float]) -> list[fl
 
 def checkpoint_recipe(ckpt: Mapping[str, Any], path: str | Path) -> Recipe:
     """The typed recipe stored in a loaded checkpoint; errors name `path`."""
-    from cops.config import recipe_from_dict
+    from cops.recipes.schema import recipe_from_dict
 
     if "recipe" not in ckpt:
         raise CopsError(f"{path}: checkpoint has no 'recipe' entry")
@@ -96,7 +96,7 @@ def checkpoint_recipe(ckpt: Mapping[str, Any], path: str | Path) -> Recipe:
 
 
 def metadata_from_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
-    """Metadata of a loaded checkpoint (``cops.checkpoint.load_checkpoint``); errors name `path`.
+    """Metadata of a loaded checkpoint (``cops.models.build.load_checkpoint``); errors name `path`.
 
     Cost scalars come from the ``costs.*`` entries of its state dict; checkpoints written before
     the network carried them get the cost model's initial values (a = α = 1, b = β = 0).

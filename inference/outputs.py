@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 
 from cops.datasets.panoptic_io import (
-    atomic_write_json,
     segment_stats,
     write_image,
     write_panoptic_png,
 )
+from cops.files import atomic_write_json
 from cops.inference.prediction import PanopticPrediction
 
 __all__ = ["ClassTable", "PredictionWriter", "render_overlay"]

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_from_checkpoint
 from cops.inference.postprocess import postprocess
@@ -27,19 +28,6 @@ from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_b
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 BACKENDS = ("auto", "cpu", "cuda")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: cuda when torch sees a GPU, else cpu; an unusable explicit device is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CopsError(f"device '{device}' was requested, but torch sees no CUDA GPU")
-    return dev
 
 
 def with_test_size(metadata: Mapping[str, Any], test_size: Sequence[int] | None) -> dict[str, Any]:
@@ -141,8 +129,8 @@ class Predictor:
 
         ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``.
         """
-        from cops.checkpoint import build_model, load_checkpoint
         from cops.models import CostNet
+        from cops.models.build import build_model, load_checkpoint
 
         ckpt = load_checkpoint(Path(path))
         metadata = with_test_size(metadata_from_checkpoint(ckpt, path), test_size)

@@ -1,6 +1,6 @@
 """CNN backbones, decoders, losses and the cost model."""
 
-from .backbone import (
+from cops.models.backbone import (
     BACKBONES,
     BackboneInitWarning,
     ResNetBackbone,
@@ -9,11 +9,11 @@ from .backbone import (
     freeze_batchnorm,
     load_backbone_weights,
 )
-from .cops_net import CopsNet, CostNet
-from .costs import CostModel
-from .decoder import ASPP, DeepLabDecoder
-from .losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
-from .pq_loss import PQSurrogateLoss
+from cops.models.cops_net import CopsNet, CostNet
+from cops.models.costs import CostModel
+from cops.models.decoder import ASPP, DeepLabDecoder
+from cops.models.losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
+from cops.models.pq_loss import PQSurrogateLoss
 
 __all__ = [
     "ASPP",

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from .backbone import build_backbone
-from .costs import CostModel
-from .decoder import DeepLabDecoder
+from cops.models.backbone import build_backbone
+from cops.models.costs import CostModel
+from cops.models.decoder import DeepLabDecoder
 
 if TYPE_CHECKING:
-    from cops.config import ModelConfig
+    from cops.recipes.schema import ModelConfig
 
 __all__ = ["CopsNet", "CostNet"]
 

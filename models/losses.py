@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from cops.config import LossConfig
+    from cops.recipes.schema import LossConfig
 
 __all__ = ["PretrainLoss", "hard_boundary_bce", "hard_pixel_cross_entropy"]
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cops.config import load_recipe
+from cops.recipes.schema import load_recipe
 
 KEYS = ("pq", "pq_th", "pq_st", "miou", "ap")
 
@@ -32,7 +32,7 @@ def run(args: list[str]) -> None:
     """Run one cops command, echoing it; stop the study when it fails."""
     print("$", shlex.join(["cops", *args]), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    subprocess.run([sys.executable, "-m", "cops", "-q", *args], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "cops.cli", "-q", *args], check=True, env=env)
 
 
 def evaluate(checkpoint: Path, out: Path, extra: list[str]) -> dict[str, float | None]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cops.bench_finetune import finetune_setup
-from cops.config import load_recipe
+from cops.benchmarks.finetune import finetune_setup
+from cops.recipes.schema import load_recipe
 
 
 def main() -> None:

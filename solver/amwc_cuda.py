@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from . import _cuda_kernels as kern
-from .checks import is_torch, validate_partitionable
+from cops.solver import _cuda_kernels as kern
+from cops.solver.checks import is_torch, validate_partitionable
 
 __all__ = ["solve_amwc_cuda", "solve_amwc_cuda_batch"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .amwc_cpu import solve_cpu
-from .checks import (
+from cops.solver.amwc_cpu import solve_cpu
+from cops.solver.checks import (
     is_torch,
     to_numpy,
     validate_edges,
@@ -153,7 +153,7 @@ def solve_amwc(
     """
     backend = resolve_backend(backend, node_costs, edges, edge_costs)
     if backend == "cuda":
-        from .amwc_cuda import solve_amwc_cuda
+        from cops.solver.amwc_cuda import solve_amwc_cuda
 
         labels, comp, cut = _cuda_outputs(
             node_costs,
@@ -189,7 +189,7 @@ def solve_amwc_batch(
     """
     backend = resolve_backend(backend, node_costs, edges, edge_costs)
     if backend == "cuda":
-        from .amwc_cuda import solve_amwc_cuda_batch
+        from cops.solver.amwc_cuda import solve_amwc_cuda_batch
 
         labels, comp, cut = _cuda_outputs(
             node_costs,

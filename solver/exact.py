@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .amwc_cpu import connected_components
-from .checks import validate_instance
+from cops.solver.amwc_cpu import connected_components
+from cops.solver.checks import validate_instance
 
 MAX_EXACT_NODES = 16
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import resolve_backend, solve_amwc, solve_amwc_batch
+from cops.solver.api import resolve_backend, solve_amwc, solve_amwc_batch
 
 TIE_PIN = 1e-5
 """Relative cost bonus of a node's own segment label in the backward MWC (module doc)."""

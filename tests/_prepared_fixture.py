@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from cops.datasets.panoptic_io import atomic_write_json, write_image, write_panoptic_png
-from cops.datasets.prepare import Category, SplitPaths
+from cops.datasets.conversion import Category, SplitPaths
+from cops.datasets.panoptic_io import write_image, write_panoptic_png
+from cops.files import atomic_write_json
 
 CATEGORIES = [
     Category(1, "person", True, (220, 20, 60)),

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from cops.checkpoint import save_checkpoint
-from cops.config import Recipe
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, prepare_synthetic
-from cops.pretrain import PRETRAIN
-from cops.train_options import resolve_run
-from cops.training import Phase, phase_worker
+from cops.recipes.schema import Recipe
+from cops.training.checkpoint import save_checkpoint
+from cops.training.phase import Phase, phase_worker
+from cops.training.pretrain import PRETRAIN
+from cops.training.run import resolve_run
 
 FAST = ["data.num_workers=0", "train.log_every=1", "train.val_every=0", "train.warmup_iters=2"]
 """Overrides that keep the synthetic-tiny recipe quick and fully logged."""

@@ -11,18 +11,11 @@ import pytest
 import torch
 import torchvision
 
-from cops import checkpoint
-from cops.checkpoint import (
-    LAST,
-    atomic_save,
-    load_checkpoint,
-    load_model_weights,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from cops.errors import CopsError
+from cops.files import atomic_save
 from cops.models import BackboneInitWarning, CopsNet, WeightsError
+from cops.models.build import FORMAT, load_checkpoint, load_model_weights
+from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 
 
 def _net(num_classes: int = 3) -> CopsNet:
@@ -42,7 +35,7 @@ def test_failing_save_keeps_previous_last(tmp_path: Path, monkeypatch: pytest.Mo
         handle.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(_state(2), tmp_path)
     monkeypatch.undo()
@@ -58,7 +51,7 @@ def test_checkpoint_loads_with_weights_only_and_restores_rng(tmp_path: Path):
     expected = (random.random(), np.random.rand(), torch.rand(2))
     save_checkpoint({"iteration": 5, "rng": [state], "recipe": {"seed": 0}}, tmp_path)
     loaded = torch.load(tmp_path / LAST, weights_only=True)  # plain containers and tensors only
-    assert loaded["iteration"] == 5 and loaded["format"] == checkpoint.FORMAT
+    assert loaded["iteration"] == 5 and loaded["format"] == FORMAT
     random.random(), np.random.rand(), torch.rand(7)
     set_rng_state(load_checkpoint(tmp_path / LAST)["rng"][0])
     assert (random.random(), np.random.rand()) == expected[:2]

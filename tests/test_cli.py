@@ -16,7 +16,7 @@ from cops.datasets.panoptic_io import read_panoptic_png
 def cops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-m", "cops", *args],
+        [sys.executable, "-m", "cops.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

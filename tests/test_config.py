@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from cops.config import (
+from cops.errors import RecipeError
+from cops.recipes.schema import (
     Recipe,
     builtin_recipes,
     load_recipe,
     recipe_from_dict,
     recipe_with_overrides,
 )
-from cops.errors import RecipeError
 
 
 def test_builtin_recipes_all_load():

@@ -23,9 +23,10 @@ import torch
 from _training import FAST, metrics, run_pretrain, tiny_dataset
 from _workers import fail_on_rank_one
 
-from cops.checkpoint import LAST, load_checkpoint
-from cops.distributed import launch_local
 from cops.errors import CopsError
+from cops.models.build import load_checkpoint
+from cops.training.checkpoint import LAST
+from cops.training.distributed import launch_local
 
 pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
 
@@ -51,7 +52,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     data = tiny_dataset(tmp_path / "data")
     overrides = [arg for item in [*FAST, *SETTINGS] for arg in ("--set", item)]
     ddp = subprocess.run(
-        [sys.executable, "-m", "cops", "pretrain", "--recipe", "synthetic-tiny",
+        [sys.executable, "-m", "cops.cli", "pretrain", "--recipe", "synthetic-tiny",
          "--data", str(data), "--out", str(tmp_path / "ddp"), "--device", "cpu",
          "--nproc-per-node", "2", *overrides],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,

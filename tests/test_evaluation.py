@@ -14,8 +14,8 @@ import pytest
 from panopticapi.evaluation import pq_compute
 from pycocotools import mask as mask_utils
 
+from cops.benchmarks.eval import perturb
 from cops.datasets.panoptic_io import (
-    atomic_write_json,
     read_panoptic_png,
     segment_stats,
     write_panoptic_png,
@@ -32,7 +32,7 @@ from cops.evaluation import (
     segment_rles,
     semantic_from_panoptic,
 )
-from cops.evaluation.bench import perturb
+from cops.files import atomic_write_json
 
 UNUSED_THING, UNUSED_STUFF = 90, 91
 CATEGORIES = [

@@ -12,14 +12,14 @@ import pytest
 import torch
 from _training import save_net
 
-from cops.checkpoint import build_model, load_checkpoint
-from cops.config import load_recipe
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.errors import CopsError
 from cops.inference.export import ONNX_OPSET, ExportedCostNet, export_model, load_export
 from cops.inference.metadata import OUTPUTS, metadata_from_checkpoint
 from cops.inference.predictor import Predictor
 from cops.models import CostNet
+from cops.models.build import build_model, load_checkpoint
+from cops.recipes.schema import load_recipe
 
 SIZES = [(64, 128), (96, 160)]
 

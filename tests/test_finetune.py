@@ -11,10 +11,11 @@ import pytest
 import torch
 from _training import metrics, run_phase, run_pretrain, tiny_dataset
 
-from cops.checkpoint import LAST, load_checkpoint
-from cops.engine import Trainer
 from cops.errors import CopsError
-from cops.finetune import FINETUNE
+from cops.models.build import load_checkpoint
+from cops.training.checkpoint import LAST
+from cops.training.engine import Trainer
+from cops.training.finetune import FINETUNE
 
 FT = [
     "finetune.batch_size=2",
@@ -90,13 +91,13 @@ def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(pretrained, tmp_path:
 
 def test_cli_needs_weights_and_defaults_to_a_separate_run_folder(tmp_path: Path):
     out = subprocess.run(
-        [sys.executable, "-m", "cops", "finetune-pq", "--recipe", "synthetic-tiny"],
+        [sys.executable, "-m", "cops.cli", "finetune-pq", "--recipe", "synthetic-tiny"],
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert out.returncode == 2
     assert "--weights" in out.stderr and "pretrain" in out.stderr
     help_out = subprocess.run(
-        [sys.executable, "-m", "cops", "finetune-pq", "--help"],
+        [sys.executable, "-m", "cops.cli", "finetune-pq", "--help"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert "runs/RECIPE-ft" in help_out.stdout

@@ -15,15 +15,15 @@ import pytest
 from _training import run_pretrain, tiny_dataset
 from panopticapi.evaluation import pq_compute
 
-from cops.checkpoint import LAST
 from cops.datasets.panoptic_io import read_image, read_panoptic_png, write_image
+from cops.training.checkpoint import LAST
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def cops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cops", *args],
+        [sys.executable, "-m", "cops.cli", *args],
         capture_output=True, text=True, env=ENV, cwd=cwd, check=False, timeout=600,
     )  # fmt: skip
 

@@ -10,8 +10,6 @@ import pytest
 import torch
 from _training import save_net
 
-from cops.checkpoint import build_model, load_checkpoint, save_checkpoint
-from cops.config import load_recipe
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.datasets.targets import stride_indices
 from cops.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -19,7 +17,10 @@ from cops.errors import CopsError
 from cops.inference.metadata import check_metadata, metadata_from_checkpoint, model_metadata
 from cops.inference.postprocess import axis_nodes, postprocess
 from cops.inference.predictor import Predictor
+from cops.models.build import build_model, load_checkpoint
+from cops.recipes.schema import load_recipe
 from cops.solver import edge_costs_to_maps, grid_graph
+from cops.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cops.config import LossConfig
 from cops.models import CopsNet, PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
+from cops.recipes.schema import LossConfig
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,6 @@ import torch
 import torchvision
 from torch import nn
 
-from cops.config import ModelConfig
 from cops.models import (
     BackboneInitWarning,
     CopsNet,
@@ -22,6 +21,7 @@ from cops.models import (
     freeze_batchnorm,
     load_backbone_weights,
 )
+from cops.recipes.schema import ModelConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
 

@@ -43,7 +43,7 @@ def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "import cops, cops.solver, cops.datasets, cops.models;"
-        "from cops.config import builtin_recipes;"
+        "from cops.recipes.schema import builtin_recipes;"
         "assert 'synthetic-tiny' in builtin_recipes();"
         "print(cops.__file__)"
     )

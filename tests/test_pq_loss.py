@@ -8,7 +8,8 @@ import pytest
 import torch
 from panopticapi.evaluation import pq_compute
 
-from cops.datasets.panoptic_io import atomic_write_json, write_panoptic_png
+from cops.datasets.panoptic_io import write_panoptic_png
+from cops.files import atomic_write_json
 from cops.models.pq_loss import PQSurrogateLoss
 
 ISTHING = [False, False, True, True, True]

@@ -16,8 +16,8 @@ from _prepared_fixture import (
     write_split,
 )
 
+from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import write_image, write_panoptic_png
-from cops.datasets.prepare import SplitPaths
 from cops.datasets.prepared import PanopticDataset
 from cops.datasets.transforms import TrainTransform, collate_panoptic
 from cops.errors import DatasetError

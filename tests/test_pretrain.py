@@ -13,13 +13,14 @@ import torch
 import torchvision
 from _training import metrics, run_pretrain, tiny_dataset
 
-from cops.checkpoint import LAST, load_checkpoint
-from cops.data import RankBatchSampler
-from cops.distributed import DistInfo
-from cops.engine import NonFiniteLossError, Trainer
 from cops.errors import CopsError, RecipeError
 from cops.models import PretrainLoss
-from cops.schedule import warmup_poly_factor
+from cops.models.build import load_checkpoint
+from cops.training.checkpoint import LAST
+from cops.training.distributed import DistInfo
+from cops.training.engine import NonFiniteLossError, Trainer
+from cops.training.loaders import RankBatchSampler
+from cops.training.schedule import warmup_poly_factor
 
 pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
 
@@ -164,7 +165,7 @@ def test_run_folder_rules(data: Path, tmp_path: Path):
 
 def test_cli_prepares_trains_and_writes_run_files(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "cops"]
+    cli = [sys.executable, "-m", "cops.cli"]
     data, out = tmp_path / "data", tmp_path / "run"
     prepared = subprocess.run(
         [*cli, "-q", "prepare-data", "synthetic", "--preset", "tiny", "--out", str(data),

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import cops.solver.api as api
+from cops.benchmarks.solver import make_instance
 from cops.solver import (
     AMWCResult,
     amwc_objective,
@@ -17,7 +18,6 @@ from cops.solver import (
     solve_amwc,
     solve_amwc_batch,
 )
-from cops.solver.bench import make_instance
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cops.benchmarks.solver import baseline_objective, make_instance
 from cops.solver import amwc_objective, check_feasible, grid_graph, solve_amwc
-from cops.solver.bench import baseline_objective, make_instance
 
 
 def _random_grid_instance(rng, h, w, k, distances=(1, 2)):

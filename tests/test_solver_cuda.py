@@ -66,7 +66,7 @@ def scene_instance(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 def bench_instance() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A 16x32 street-scene instance from the solver benchmark (distances 1, 4, 16)."""
-    from cops.solver.bench import make_instance
+    from cops.benchmarks.solver import make_instance
 
     inst = make_instance(16, 32, 0, distances=(1, 4, 16))
     return inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"]

@@ -1,6 +1,6 @@
 """PQ-evaluation benchmark: cops' pq_compute_files against panopticapi's pq_compute, same files.
 
-``python -m cops.evaluation.bench [--images N] [--height H --width W] [--workers P]`` generates
+``python -m cops.benchmarks.eval [--images N] [--height H --width W] [--workers P]`` generates
 N synthetic street scenes (ground truth, some things marked crowd) and perturbed predictions
 (segments dropped to void, merged, shifted, relabelled, false-positive blobs, pixel noise),
 writes both as COCO panoptic folders + JSON in a temporary directory, times both evaluators with
@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 from cops.datasets.panoptic_io import (
-    atomic_write_json,
     read_panoptic_png,
     segment_stats,
     write_panoptic_png,
@@ -38,6 +37,7 @@ from cops.evaluation.panoptic_quality import (
     image_pq_stats,
     pq_compute_files,
 )
+from cops.files import atomic_write_json
 from cops.parallel import fork_pool
 
 THINGS = [c.id for c in SYNTHETIC_CATEGORIES if c.isthing]
@@ -179,7 +179,7 @@ def in_memory_seconds(root: Path, images: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(prog="python -m cops.evaluation.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.eval", description=__doc__)
     parser.add_argument("--images", type=int, default=200, help="image pairs (default 200)")
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)

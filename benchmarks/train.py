@@ -1,6 +1,6 @@
 """Training throughput benchmark: the real engine on random in-memory batches of a recipe's crops.
 
-    python -m cops.bench_train --recipe cityscapes-r50 --batch 4 --steps 30 --device cuda
+    python -m cops.benchmarks.train --recipe cityscapes-r50 --batch 4 --steps 30 --device cuda
 
 No data loading is timed (batches are made once, on the device), so the figure is the model +
 loss + optimizer rate of the engine's actual step (AMP, accumulation, schedule). Prints images/s
@@ -20,15 +20,15 @@ from typing import Any
 
 import torch
 
-from cops.config import Recipe, load_recipe
-from cops.distributed import DistInfo
-from cops.engine import RunContext, Trainer, seed_everything
 from cops.models import BackboneInitWarning, CopsNet, PretrainLoss
-from cops.pretrain import PixelObjective
+from cops.recipes.schema import Recipe, load_recipe
+from cops.training.distributed import DistInfo
+from cops.training.engine import RunContext, Trainer, seed_everything
+from cops.training.pretrain import PixelObjective
 
 
 class RandomBatches:
-    """A batch stream (like :class:`cops.data.TrainBatches`) repeating one random micro-batch."""
+    """A batch stream (like `TrainBatches` of cops.training.loaders) of one random micro-batch."""
 
     def __init__(self, recipe: Recipe, num_classes: int, device: torch.device) -> None:
         height, width = recipe.data.crop_size
@@ -54,7 +54,7 @@ class RandomBatches:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, train `--steps` iterations on random batches, print the figures."""
-    parser = argparse.ArgumentParser(prog="python -m cops.bench_train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.train", description=__doc__)
     parser.add_argument("--recipe", default="synthetic", help="recipe name or path")
     parser.add_argument("--batch", type=int, help="images per step (default: the recipe's)")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps to time")

@@ -1,6 +1,6 @@
 """Benchmark the synthetic dataset generator: images/s, with and without writing the files.
 
-Run ``python -m cops.datasets.bench_synthetic [--images N] [--workers K]``; prints one JSON object.
+Run ``python -m cops.benchmarks.data [--images N] [--workers K]``; prints one JSON object.
 Each figure is the best of ``--repeats`` runs, the least disturbed by other load on the machine;
 the 1-minute load average is printed alongside, since a busy machine lowers the figures.
 """

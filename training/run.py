@@ -1,4 +1,4 @@
-"""Options every training command shares, and their resolution into a :class:`RunConfig`.
+"""A training run from the options every training command shares, and its launch.
 
 `--recipe` names the recipe (default: synthetic; on `--resume` the checkpoint's own), `--set`,
 `--data` and `--seed` amend it, `--out` is the run folder holding ``last.pt``. `--device` and
@@ -14,67 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from cops.config import Recipe, load_recipe, recipe_name, recipe_with_overrides
 from cops.console import state
+from cops.device import resolve_device
 from cops.errors import CopsError
+from cops.recipes.schema import Recipe, load_recipe, recipe_name, recipe_with_overrides
 
 if TYPE_CHECKING:
-    from cops.training import Phase
+    from cops.training.phase import Phase
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "synthetic"
-
-RecipeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--recipe",
-        "-r",
-        help="Built-in recipe name or YAML path (default: synthetic; with --resume: the "
-        "checkpoint's recipe).",
-    ),
-]
-DataOpt = Annotated[
-    Path | None, typer.Option("--data", help="Prepared dataset folder (overrides data.root).")
-]
-OutOpt = Annotated[
-    Path | None,
-    typer.Option("--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE)."),
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set", "-s", help="Override a recipe key, e.g. --set train.lr=1e-3 (repeatable)."
-    ),
-]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, or auto (cuda when a GPU is visible).")
-]
-NprocOpt = Annotated[
-    str,
-    typer.Option(
-        "--nproc-per-node",
-        help="Worker processes on this machine: N, or auto (all visible GPUs; 1 on CPU). One per "
-        "GPU on CUDA, gloo processes on CPU. train.batch_size is the global batch.",
-    ),
-]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
-]
-SeedOpt = Annotated[
-    int | None, typer.Option("--seed", min=0, help="Random seed (overrides the recipe's seed).")
-]
-WeightsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--weights",
-        help="Initialise from a COPS checkpoint or a torchvision/ImageNet backbone state dict.",
-    ),
-]
 
 
 @dataclass
@@ -90,19 +42,6 @@ class RunConfig:
     weights: Path | None = None
     verbose: bool = False
     quiet: bool = False
-
-
-def resolve_device(value: str) -> str:
-    """``cpu`` or ``cuda`` from a `--device` value."""
-    import torch
-
-    if value not in ("auto", "cpu", "cuda"):
-        raise CopsError(f"--device '{value}': expected cpu, cuda or auto")
-    if value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if value == "cuda" and not torch.cuda.is_available():
-        raise CopsError("--device cuda: no CUDA device is visible to torch")
-    return value
 
 
 def resolve_nproc(value: str, device: str, under_launcher: bool) -> int:
@@ -171,7 +110,8 @@ def resolve_run(
     ``last.pt``; `--resume` needs one and, without `--recipe`, continues with the checkpoint's
     recipe (with `--set` applied on top).
     """
-    from cops.checkpoint import LAST, load_checkpoint
+    from cops.models.build import load_checkpoint
+    from cops.training.checkpoint import LAST
 
     name = recipe_name(recipe) if recipe else DEFAULT_RECIPE
     out = out if out is not None else Path("runs") / f"{name}{out_suffix}"
@@ -210,7 +150,7 @@ def resolve_run(
             log.warning("resuming with recipe changes: %s", "; ".join(changes))
     if weights is not None and not weights.is_file():
         raise CopsError(f"--weights {weights}: file not found")
-    device_type = resolve_device(device)
+    device_type = resolve_device(device).type
     return RunConfig(
         recipe=resolved,
         name=name,
@@ -230,9 +170,9 @@ def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
     Runs here (one process, or one of torchrun's) or in `nproc` local processes; local workers
     are spawned only after the synthetic data exists, so they never race to make it.
     """
-    from cops.data import ensure_dataset
-    from cops.distributed import launch_local, under_launcher
-    from cops.training import phase_worker
+    from cops.training.distributed import launch_local, under_launcher
+    from cops.training.loaders import ensure_dataset
+    from cops.training.phase import phase_worker
 
     launched = under_launcher()
     run = resolve_run(**options, under_launcher=launched, out_suffix=out_suffix)

@@ -29,19 +29,19 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from cops import distributed
-from cops.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
-from cops.config import TrainConfig
 from cops.console import make_progress
-from cops.distributed import DistInfo
 from cops.errors import CopsError
-from cops.schedule import build_scheduler
+from cops.recipes.schema import TrainConfig
+from cops.training import distributed
+from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
+from cops.training.distributed import DistInfo
+from cops.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
 
 class BatchStream(Protocol):
-    """Where training batches come from (:class:`cops.data.TrainBatches` in real runs)."""
+    """Where training batches come from (:class:`~cops.training.loaders.TrainBatches` in runs)."""
 
     def from_step(self, start: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Yield ``(step, this rank's micro-batches)`` for ``step = start, start + 1, …``."""

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.syntax import Syntax
 
-from cops.config import builtin_recipes, load_recipe
 from cops.console import console
+from cops.recipes.schema import builtin_recipes, load_recipe
 
 app = typer.Typer(help="List built-in recipes or print a resolved recipe.", no_args_is_help=True)
 

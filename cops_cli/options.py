@@ -1,4 +1,5 @@
-"""Options shared by the commands that run a trained model: evaluate, predict, export."""
+"""Options the subcommands share (training: pretrain, finetune-pq; trained models: evaluate,
+predict, export) and their plain checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,54 @@ from typing import Annotated
 import typer
 
 from cops.errors import CopsError
+
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Built-in recipe name or YAML path (default: synthetic; with --resume: the "
+        "checkpoint's recipe).",
+    ),
+]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="Prepared dataset folder (overrides data.root).")
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override a recipe key, e.g. --set train.lr=1e-3 (repeatable)."
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, or auto (cuda when a GPU is visible).")
+]
+NprocOpt = Annotated[
+    str,
+    typer.Option(
+        "--nproc-per-node",
+        help="Worker processes on this machine: N, or auto (all visible GPUs; 1 on CPU). One per "
+        "GPU on CUDA, gloo processes on CPU. train.batch_size is the global batch.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Random seed (overrides the recipe's seed).")
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="Initialise from a COPS checkpoint or a torchvision/ImageNet backbone state dict.",
+    ),
+]
+
 
 CheckpointOpt = Annotated[
     Path | None,

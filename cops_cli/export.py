@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from cops.cli.options import CheckpointOpt, TestSizeOpt, parse_size, require_checkpoint
 from cops.console import console, state
 from cops.errors import CopsError
-from cops.infer_options import CheckpointOpt, TestSizeOpt, parse_size, require_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 

@@ -1,6 +1,6 @@
 """Per-iteration time split of finetune-pq: CNN, forward solve, matching + loss, backward solves.
 
-    python -m cops.bench_finetune --recipe synthetic --weights runs/synthetic/last.pt --steps 10
+    cops bench finetune --recipe synthetic --weights runs/synthetic/last.pt --steps 10
 
 Runs the fine-tuning objective and an optimizer step on real batches of the recipe's training
 split. The backward pass is split with gradient hooks: the time between the gradient reaching the
@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 
-from cops.checkpoint import build_model, class_metadata
-from cops.config import Recipe, load_recipe
 from cops.console import counts_table, print_table
-from cops.data import TrainBatches, ensure_dataset, open_datasets
-from cops.distributed import DistInfo
-from cops.finetune import FINETUNE, PQObjective
+from cops.datasets.prepared import class_metadata
 from cops.models import BackboneInitWarning, CopsNet
+from cops.models.build import build_model
+from cops.recipes.schema import Recipe, load_recipe
+from cops.training.distributed import DistInfo
+from cops.training.finetune import FINETUNE, PQObjective
+from cops.training.loaders import TrainBatches, ensure_dataset, open_datasets
 
 
 class _Clock:

@@ -1,6 +1,6 @@
-"""`cops finetune-pq`: phase 2 of COPS, end-to-end training through the AMWC solver (DESIGN §6).
+"""The fine-tuning phase (phase 2 of COPS, DESIGN §6): end to end through the AMWC solver.
 
-Wiring only: the objective composes the network's costs, the differentiable solver layer
+The objective composes the network's costs, the differentiable solver layer
 (:func:`cops.solver.amwc_segments`) and the smooth PQ loss (:class:`cops.models.PQSurrogateLoss`);
 the shared training phase does the rest.
 """
@@ -9,38 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from cops.errors import CopsError
-from cops.train_options import (
-    DataOpt,
-    DeviceOpt,
-    NprocOpt,
-    RecipeOpt,
-    ResumeOpt,
-    SeedOpt,
-    SetOpt,
-    WeightsOpt,
-    train_phase,
-)
-from cops.training import Phase
+from cops.training.phase import Phase
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from cops.config import Recipe, TrainConfig
     from cops.models import CopsNet
+    from cops.recipes.schema import Recipe, TrainConfig
 
-FinetuneOutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE-ft)."
-    ),
-]
 
 STRIDE_AREA = 16
 """Input pixels per stride-4 node: the recipe's minimum areas are in input pixels."""
@@ -171,43 +150,3 @@ def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -
 
 
 FINETUNE = Phase("finetune-pq", _schedule, _prepare, _objective)
-
-
-def finetune_pq(
-    recipe: RecipeOpt = None,
-    weights: WeightsOpt = None,
-    data: DataOpt = None,
-    out: FinetuneOutOpt = None,
-    set_: SetOpt = None,
-    device: DeviceOpt = "auto",
-    nproc_per_node: NprocOpt = "1",
-    resume: ResumeOpt = False,
-    seed: SeedOpt = None,
-) -> None:
-    """Fine-tune end to end on the smooth PQ loss, differentiating through the AMWC solver.
-
-    Starts from --weights (a pretrain checkpoint) with BatchNorm frozen and the cost scalars
-    learnable; the recipe's finetune and solver sections set the schedule, PQ-loss weight,
-    cost dropout and the perturbation (lambda range, samples). Writes OUT/last.pt,
-    metrics.jsonl (PQ surrogate, training PQ, solver seconds), recipe.yaml and loss.png.
-
-    Several machines: torchrun --nnodes N --nproc-per-node G ... -m cops finetune-pq ...
-    """
-    if weights is None and not resume:
-        raise CopsError(
-            "--weights: fine-tuning starts from a pretrained checkpoint (cops pretrain ...); "
-            "pass --weights runs/NAME/last.pt, or --resume to continue a fine-tuning run"
-        )
-    train_phase(
-        FINETUNE,
-        out_suffix="-ft",
-        recipe=recipe,
-        data=data,
-        out=out,
-        overrides=set_,
-        device=device,
-        nproc=nproc_per_node,
-        resume=resume,
-        seed=seed,
-        weights=weights,
-    )

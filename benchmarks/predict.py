@@ -1,6 +1,6 @@
 """End-to-end prediction benchmark: seconds per image split into CNN, solver and the rest.
 
-    python -m cops.inference.bench --recipe synthetic --height 512 --width 1024 --images 5
+    python -m cops.benchmarks.predict --recipe synthetic --height 512 --width 1024 --images 5
 
 Images come from the synthetic street-scene generator at the requested size. Without
 ``--checkpoint`` the recipe's network is randomly initialised (seeded), which times the CNN
@@ -18,15 +18,16 @@ from collections.abc import Sequence
 
 import torch
 
-from cops.checkpoint import build_model
-from cops.config import Recipe, load_recipe
 from cops.console import counts_table, print_table
-from cops.datasets.prepare import Category
+from cops.datasets.conversion import Category
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
+from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.inference.metadata import model_metadata
-from cops.inference.predictor import Predictor, resolve_device
+from cops.inference.predictor import Predictor
 from cops.models import CostNet
+from cops.models.build import build_model
+from cops.recipes.schema import Recipe, load_recipe
 
 PARTS = ("cnn", "solver", "rest")
 
@@ -63,7 +64,7 @@ def random_predictor(recipe: Recipe, device: str, backend: str) -> Predictor:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse options, time `--images` predictions after a warm-up, print the table."""
-    parser = argparse.ArgumentParser(prog="python -m cops.inference.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.predict", description=__doc__)
     parser.add_argument("--checkpoint", help="a COPS checkpoint (default: random-init model)")
     parser.add_argument("--recipe", default="synthetic", help="recipe of the random-init model")
     parser.add_argument("--height", type=int, default=512)

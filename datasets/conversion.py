@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cops.datasets.panoptic_io import atomic_write_json
 from cops.errors import CopsError, DatasetError
+from cops.files import atomic_write_json
 from cops.parallel import fork_pool
 
 T = TypeVar("T")

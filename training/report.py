@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from cops.console import counts_table
-from cops.engine import FitResult
+from cops.files import atomic_writer
+from cops.training.engine import FitResult
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -54,9 +54,8 @@ def plot_losses(entries: list[dict[str, Any]], path: Path, title: str) -> Path:
     if axes.lines:
         axes.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_writer(path) as handle:
+        figure.savefig(handle, format="png")
     return path
 
 

@@ -7,7 +7,6 @@ DDP, checkpoints, loss plot and summary) is this one code path.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,11 +17,11 @@ from cops.errors import CopsError
 if TYPE_CHECKING:
     import torch
 
-    from cops.config import Recipe, TrainConfig
-    from cops.distributed import DistInfo
-    from cops.engine import Objective
     from cops.models import CopsNet
-    from cops.train_options import RunConfig
+    from cops.recipes.schema import Recipe, TrainConfig
+    from cops.training.distributed import DistInfo
+    from cops.training.engine import Objective
+    from cops.training.run import RunConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Phase:
 
 def phase_worker(run: RunConfig, phase: Phase) -> None:
     """One training process (of one or many): joins the group, trains, reports on rank 0."""
-    from cops import distributed
+    from cops.training import distributed
 
     if distributed.under_launcher():  # a fresh process: apply the CLI's verbosity here too
         configure_logging(run.verbose, run.quiet)
@@ -54,10 +53,9 @@ def phase_worker(run: RunConfig, phase: Phase) -> None:
 
 def _write_recipe(run: RunConfig) -> None:
     """Keep the run's resolved recipe beside its checkpoints (atomically)."""
-    run.out.mkdir(parents=True, exist_ok=True)
-    tmp = run.out / f".recipe.yaml.{os.getpid()}.tmp"
-    tmp.write_text(run.recipe.to_yaml(), "utf-8")
-    os.replace(tmp, run.out / "recipe.yaml")
+    from cops.files import atomic_write_text
+
+    atomic_write_text(run.out / "recipe.yaml", run.recipe.to_yaml())
 
 
 def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -> None:
@@ -65,11 +63,13 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
 
     import torch
 
-    from cops import distributed
-    from cops.checkpoint import LAST, build_model, class_metadata, load_checkpoint
-    from cops.data import TrainBatches, ensure_dataset, open_datasets, val_loader
-    from cops.engine import METRICS, RunContext, Trainer, seed_everything
-    from cops.report import plot_losses, read_metrics, summary_table
+    from cops.datasets.prepared import class_metadata
+    from cops.models.build import build_model, load_checkpoint
+    from cops.training import distributed
+    from cops.training.checkpoint import LAST
+    from cops.training.engine import METRICS, RunContext, Trainer, seed_everything
+    from cops.training.loaders import TrainBatches, ensure_dataset, open_datasets, val_loader
+    from cops.training.report import plot_losses, read_metrics, summary_table
 
     recipe = run.recipe
     schedule = phase.schedule(recipe)

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from cops.config import Recipe, TrainConfig
 from cops.console import console, split_progress, state
-from cops.datasets.prepare import SplitPaths
+from cops.datasets.conversion import SplitPaths
 from cops.datasets.prepared import PanopticDataset
 from cops.datasets.targets import TargetConfig
 from cops.datasets.transforms import EvalTransform, TrainTransform, collate_panoptic
-from cops.distributed import DistInfo
 from cops.errors import DatasetError, RecipeError
+from cops.recipes.schema import Recipe, TrainConfig
+from cops.training.distributed import DistInfo
 
 TRAIN_KEYS = ("image", "semantic_s4", "weights_s4", "panoptic_s4", "cut_targets", "cut_weights")
 """Batch entries the training objectives need (per-pixel losses, PQ loss); the rest stays in the

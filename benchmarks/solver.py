@@ -1,4 +1,4 @@
-"""AMWC solver benchmark: ``python -m cops.solver.bench``.
+"""AMWC solver benchmark: ``python -m cops.benchmarks.solver``.
 
 Builds street-scene-like AMWC instances on stride-4 grids (a procedural panoptic map, node costs
 from noisy class scores, edge costs from noisy same/different-segment evidence), times the solver
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .api import cuda_available, solve_amwc
-from .graph import grid_graph
+from cops.solver.api import cuda_available, solve_amwc
+from cops.solver.graph import grid_graph
 
 NUM_STUFF = 11  # Cityscapes-like train ids 0..10 are stuff (road ... sky)
 NUM_THING = 8  # 11..18 are things (person ... bicycle)
@@ -267,7 +267,7 @@ def random_tiny_instance(
 
 def run_gap(count: int, seed: int) -> dict[str, float]:
     """Relative gap (heuristic - optimum) / |optimum| of the CPU solver on random tiny instances."""
-    from .exact import solve_amwc_exact
+    from cops.solver.exact import solve_amwc_exact
 
     rng = np.random.default_rng(seed)
     gaps, gaps_greedy = [], []
@@ -306,7 +306,7 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m cops.solver.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.solver", description=__doc__)
     parser.add_argument(
         "--sizes",
         type=_parse_sizes,

@@ -1,0 +1,51 @@
+"""The pretraining phase (phase 1 of COPS, DESIGN §4): per-pixel semantic and boundary losses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cops.training.phase import Phase
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from cops.models import CopsNet, PretrainLoss
+    from cops.recipes.schema import Recipe, TrainConfig
+
+
+class PixelObjective:
+    """The pretraining objective of a batch: network forward, then :class:`PretrainLoss` on the
+    stride-4 semantic targets/weights and cut targets/weights."""
+
+    def __init__(self, criterion: PretrainLoss) -> None:
+        self.criterion = criterion
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        out = model(batch["image"])
+        return self.criterion(
+            out["semantic"],
+            batch["semantic_s4"],
+            batch["weights_s4"],
+            out["boundary"],
+            batch["cut_targets"],
+            batch["cut_weights"],
+        )
+
+
+def _schedule(recipe: Recipe) -> TrainConfig:
+    return recipe.train
+
+
+def _prepare(model: CopsNet, recipe: Recipe) -> CopsNet:
+    model.costs.requires_grad_(False)  # the cost scalars are learnt in finetune-pq only
+    return model
+
+
+def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -> PixelObjective:
+    from cops.models import PretrainLoss
+
+    return PixelObjective(PretrainLoss(recipe.loss))
+
+
+PRETRAIN = Phase("pretrain", _schedule, _prepare, _objective)

@@ -1,24 +1,22 @@
-"""Benchmark the synthetic dataset generator: images/s, with and without writing the files.
+"""Synthetic dataset generator benchmark (`cops bench data`): images/s, with and without writing.
 
-Run ``python -m cops.benchmarks.data [--images N] [--workers K]``; prints one JSON object.
-Each figure is the best of ``--repeats`` runs, the least disturbed by other load on the machine;
-the 1-minute load average is printed alongside, since a busy machine lowers the figures.
+Each figure is the best of `repeats` runs, the least disturbed by other load on the machine; the
+1-minute load average is recorded alongside, since a busy machine lowers the figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.synthetic import generate_scene, prepare_synthetic, scene_seed
 
 
-def bench(images: int, height: int, width: int, workers: int, repeats: int) -> dict[str, object]:
+def run(
+    images: int = 200, height: int = 256, width: int = 512, workers: int = 2, repeats: int = 3
+) -> BenchResult:
     """Time scene generation alone and the full prepare (generation + PNG + JSON writing)."""
     generate, full = [], []
     for _ in range(repeats):
@@ -26,7 +24,7 @@ def bench(images: int, height: int, width: int, workers: int, repeats: int) -> d
         for i in range(images):
             generate_scene(scene_seed(0, "train", i), height, width)
         generate.append(time.perf_counter() - start)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix="cops-bench-data-") as tmp:
             start = time.perf_counter()
             prepare_synthetic(
                 Path(tmp),
@@ -37,7 +35,7 @@ def bench(images: int, height: int, width: int, workers: int, repeats: int) -> d
                 workers=workers,
             )
             full.append(time.perf_counter() - start)
-    return {
+    figures = {
         "images": images,
         "height": height,
         "width": width,
@@ -45,24 +43,10 @@ def bench(images: int, height: int, width: int, workers: int, repeats: int) -> d
         "repeats": repeats,
         "generate_images_per_s": round(images / min(generate), 1),
         "prepare_images_per_s": round(images / min(full), 1),
-        "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line, run the benchmark, print the result as JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
-    print(json.dumps(bench(args.images, args.height, args.width, args.workers, args.repeats)))
-
-
-if __name__ == "__main__":
-    main()
+    rows = [
+        ["generate scenes (1 process)", figures["generate_images_per_s"]],
+        [f"prepare-data synthetic ({workers} workers)", figures["prepare_images_per_s"]],
+    ]
+    title = f"synthetic data, {images} images {height}×{width}, best of {repeats}"
+    return BenchResult("data", title, ["stage", "images/s"], rows, figures, environment())

@@ -1,16 +1,14 @@
-"""PQ-evaluation benchmark: cops' pq_compute_files against panopticapi's pq_compute, same files.
+"""PQ-evaluation benchmark (`cops bench eval`): our pq_compute_files against panopticapi's.
 
-``python -m cops.benchmarks.eval [--images N] [--height H --width W] [--workers P]`` generates
-N synthetic street scenes (ground truth, some things marked crowd) and perturbed predictions
-(segments dropped to void, merged, shifted, relabelled, false-positive blobs, pixel noise),
-writes both as COCO panoptic folders + JSON in a temporary directory, times both evaluators with
-the same number of processes, checks that they agree to 1e-9 and prints seconds per 1000 images,
-their ratio and the in-memory throughput of ``image_pq_stats``.
+It generates N synthetic street scenes (ground truth, some things marked crowd) and perturbed
+predictions (segments dropped to void, merged, shifted, relabelled, false-positive blobs, pixel
+noise), writes both as COCO panoptic folders + JSON in a temporary directory, times both
+evaluators with the same number of processes, checks that they agree to 1e-9 and reports seconds
+per 1000 images, their ratio and the in-memory cost of decoding and of ``image_pq_stats``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -26,12 +24,14 @@ from unittest import mock
 import cv2
 import numpy as np
 
+from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.panoptic_io import (
     read_panoptic_png,
     segment_stats,
     write_panoptic_png,
 )
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
+from cops.errors import CopsError
 from cops.evaluation.panoptic_quality import (
     CategoryIndex,
     image_pq_stats,
@@ -177,66 +177,67 @@ def in_memory_seconds(root: Path, images: int) -> tuple[float, float]:
     return decode, (time.perf_counter() - start) / len(held)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.eval", description=__doc__)
-    parser.add_argument("--images", type=int, default=200, help="image pairs (default 200)")
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs; the best is kept")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="processes for both evaluators (default: all CPUs)",
-    )
-    args = parser.parse_args(argv)
-    from panopticapi.evaluation import pq_compute
+def run(
+    images: int = 200,
+    height: int = 512,
+    width: int = 1024,
+    workers: int | None = None,
+    repeats: int = 3,
+) -> BenchResult:
+    """Time panopticapi's pq_compute and ours on the same files (interleaved, best of each)."""
+    try:
+        from panopticapi.evaluation import pq_compute
+    except ImportError as exc:
+        raise CopsError(
+            "cops bench eval compares against panopticapi: pip install --no-deps panopticapi-lite"
+        ) from exc
 
+    workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="cops-pq-bench-") as tmp:
         root = Path(tmp)
-        start = time.perf_counter()
-        write_dataset(root, args.images, args.height, args.width, args.workers)
-        print(
-            f"generated {args.images} image pairs of {args.height}x{args.width} in "
-            f"{time.perf_counter() - start:.1f} s"
-        )
+        write_dataset(root, images, height, width, workers)
         gt_json, pred_json = str(root / "gt.json"), str(root / "pred.json")
         theirs, mine = [], []
-        for _ in range(args.repeat):  # interleaved, best of each: the machine may be shared
+        for _ in range(repeats):  # interleaved, best of each: the machine may be shared
             start = time.perf_counter()
             with (
-                mock.patch.object(multiprocessing, "cpu_count", return_value=args.workers),
+                mock.patch.object(multiprocessing, "cpu_count", return_value=workers),
                 contextlib.redirect_stdout(io.StringIO()),
             ):
                 reference = pq_compute(gt_json, pred_json)
             theirs.append(time.perf_counter() - start)
             start = time.perf_counter()
-            ours = pq_compute_files(gt_json, pred_json, workers=args.workers)
+            ours = pq_compute_files(gt_json, pred_json, workers=workers)
             mine.append(time.perf_counter() - start)
         worst = compare(ours, reference)
         if worst > TOLERANCE:
             raise AssertionError(f"cops and panopticapi differ by {worst:.3g}")
-        decode, per_image = in_memory_seconds(root, min(args.images, 50))
-    per_1000 = 1000 / args.images
-    theirs, mine = min(theirs), min(mine)
-    print(
-        f"processes: {args.workers} (both); best of {args.repeat}; machine CPUs: {os.cpu_count()}"
+        decode, per_image = in_memory_seconds(root, min(images, 50))
+    per_1000 = 1000 / images
+    theirs_s, mine_s = min(theirs) * per_1000, min(mine) * per_1000
+    figures = {
+        "images": images,
+        "height": height,
+        "width": width,
+        "workers": workers,
+        "repeats": repeats,
+        "panopticapi_s_per_1000": round(theirs_s, 3),
+        "cops_s_per_1000": round(mine_s, 3),
+        "speedup": round(theirs_s / mine_s, 3),
+        "decode_ms_per_image": round(decode * 1e3, 3),
+        "image_pq_stats_ms_per_image": round(per_image * 1e3, 3),
+        "max_abs_difference": worst,
+        "pq": ours["all"]["pq"],
+    }
+    rows = [
+        ["panopticapi pq_compute", f"{theirs_s:.2f} s / 1000 images"],
+        ["cops pq_compute_files", f"{mine_s:.2f} s / 1000 images"],
+        ["speed-up", f"{theirs_s / mine_s:.2f}x"],
+        ["decoding both PNGs (1 process)", f"{decode * 1e3:.2f} ms / image"],
+        ["image_pq_stats in memory (1 process)", f"{per_image * 1e3:.2f} ms / image"],
+        ["max |cops − panopticapi|", f"{worst:.1e}"],
+    ]
+    title = (
+        f"PQ evaluation, {images} pairs {height}×{width}, {workers} processes, best of {repeats}"
     )
-    print(f"panopticapi pq_compute : {theirs * per_1000:8.2f} s / 1000 images")
-    print(f"cops pq_compute_files  : {mine * per_1000:8.2f} s / 1000 images")
-    print(f"speed-up               : {theirs / mine:8.2f}x")
-    print(f"decoding both PNGs     : {decode * 1e3:8.2f} ms / image (one process)")
-    print(
-        f"image_pq_stats         : {per_image * 1e3:8.2f} ms / image in memory "
-        f"({1 / per_image:.0f} images/s, one process)"
-    )
-    a = ours["all"]
-    print(
-        f"PQ {a['pq']:.3f} SQ {a['sq']:.3f} RQ {a['rq']:.3f} (n={a['n']}); "
-        f"max |cops - panopticapi| = {worst:.2e}"
-    )
-
-
-if __name__ == "__main__":
-    main()
+    return BenchResult("eval", title, ["", "value"], rows, figures, environment())

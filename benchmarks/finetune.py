@@ -1,30 +1,30 @@
-"""Per-iteration time split of finetune-pq: CNN, forward solve, matching + loss, backward solves.
+"""Per-iteration time split of finetune-pq (`cops bench finetune`): CNN, forward solve, matching +
+loss, backward solves.
 
-    cops bench finetune --recipe synthetic --weights runs/synthetic/last.pt --steps 10
-
-Runs the fine-tuning objective and an optimizer step on real batches of the recipe's training
-split. The backward pass is split with gradient hooks: the time between the gradient reaching the
-segment masks and reaching the costs is the perturbed solves; the rest is the CNN's backward.
-Prints the median seconds of each part over the steps after the first.
+Runs the fine-tuning objective and an optimizer step on real batches of a training split. The
+backward pass is split with gradient hooks: the time between the gradient reaching the segment
+masks and reaching the costs is the perturbed solves; the rest is the CNN's backward. Reports the
+median seconds of each part over the steps after the first.
 """
-
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
+import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cops.console import counts_table, print_table
+from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.prepared import class_metadata
+from cops.datasets.synthetic import prepare_synthetic
+from cops.device import resolve_device
 from cops.models import BackboneInitWarning, CopsNet
 from cops.models.build import build_model
 from cops.recipes.schema import Recipe, load_recipe
@@ -63,32 +63,91 @@ class FinetuneSetup:
     classes: dict[str, list]
 
 
-def finetune_setup(recipe: Recipe, weights: Path | None, device: torch.device) -> FinetuneSetup:
+def finetune_setup(
+    recipe: Recipe, weights: Path | None, device: torch.device, may_generate: bool = True
+) -> FinetuneSetup:
     """The fine-tuning network (from `weights`, BN frozen, in train mode), objective and batches
-    of the recipe's training split, as `cops finetune-pq` would start them on one process."""
-    recipe = dataclasses.replace(recipe, train=FINETUNE.schedule(recipe))
-    ensure_dataset(recipe)
+    of the recipe's training split, as `cops finetune-pq` would start them on one process.
+
+    `may_generate`: the recipe's own synthetic root may be generated (not a user's folder)."""
+    schedule = dataclasses.replace(FINETUNE.schedule(recipe), val_every=0)
+    recipe = dataclasses.replace(recipe, train=schedule)
+    ensure_dataset(recipe, may_generate=may_generate)
     train_set, _ = open_datasets(recipe)
     classes = class_metadata(train_set.categories)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        model = build_model(recipe.model, len(classes["names"]), weights)
+        model = build_model(recipe.model, len(classes["names"]), weights, restoring=True)
     model = FINETUNE.prepare(model, recipe).to(device).train()
     stream = TrainBatches(train_set, recipe.train, DistInfo(), recipe.seed).from_step(0)
     return FinetuneSetup(recipe, model, PQObjective(recipe, classes, device), stream, classes)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", default="synthetic")
-    parser.add_argument("--weights", type=Path, default=None, help="pretrain checkpoint")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", action="append", default=[], help="recipe override")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    setup = finetune_setup(load_recipe(args.recipe, args.set), args.weights, device)
-    recipe, model, objective, stream = setup.recipe, setup.model, setup.objective, setup.stream
+def _temporary_data(recipe: Recipe, root: Path) -> Recipe:
+    """`recipe` reading a small synthetic training split made at its crop size under `root`."""
+    height, width = recipe.data.crop_size
+    count = max(4, recipe.finetune.batch_size)
+    prepare_synthetic(root, num_train=count, height=height, width=width, splits=("train",))
+    data = dataclasses.replace(recipe.data, root=str(root), dataset="synthetic")
+    return dataclasses.replace(recipe, data=data)
+
+
+def run(
+    recipe: str = "synthetic",
+    weights: Path | None = None,
+    data: Path | None = None,
+    steps: int = 10,
+    batch: int | None = None,
+    device: str = "auto",
+    overrides: Sequence[str] = (),
+) -> BenchResult:
+    """Median seconds of each part of a fine-tuning iteration over `steps` steps after a warm-up.
+
+    Data: `data` if given; else the recipe's own (the synthetic one is generated if missing); a
+    recipe whose data is not prepared here (e.g. Cityscapes on a GPU box) gets a temporary
+    synthetic training split at its crop size, which times the same network and solver.
+    Without `weights` the network is randomly initialised: right for the CNN, rough for the solver.
+    """
+    sets = [*overrides, *([f"finetune.batch_size={batch}"] if batch else [])]
+    resolved = load_recipe(recipe, sets)
+    dev = resolve_device(device)
+    with tempfile.TemporaryDirectory(prefix="cops-bench-ft-") as tmp:
+        source = "recipe"
+        if data is not None:
+            resolved = dataclasses.replace(
+                resolved, data=dataclasses.replace(resolved.data, root=str(data))
+            )
+            source = str(data)
+        elif resolved.data.dataset != "synthetic" and not Path(resolved.data.root).is_dir():
+            resolved = _temporary_data(resolved, Path(tmp))
+            source = "temporary synthetic"
+        setup = finetune_setup(resolved, weights, dev, may_generate=data is None)
+        parts = _time_steps(setup, dev, steps)
+    cfg = setup.recipe
+    medians = {name: statistics.median(values) for name, values in parts.items()}
+    figures = {
+        "recipe": recipe,
+        "weights": str(weights) if weights else "random-init",
+        "data": source,
+        "batch": cfg.train.batch_size,
+        "crop": list(cfg.data.crop_size),
+        "lambda_samples": cfg.solver.num_samples,
+        "device": str(dev),
+        "steps": steps,
+        "seconds_per_iteration": {k: round(v, 4) for k, v in medians.items()},
+    }
+    rows = [[name, f"{value:.3f}"] for name, value in medians.items()]
+    title = (
+        f"finetune-pq seconds per iteration ({cfg.train.batch_size} images "
+        f"{cfg.data.crop_size[0]}×{cfg.data.crop_size[1]}, {cfg.solver.num_samples} "
+        f"λ samples, {dev}, median of {steps})"
+    )
+    return BenchResult("finetune", title, ["part", "median s"], rows, figures, environment(dev))
+
+
+def _time_steps(setup: FinetuneSetup, device: torch.device, steps: int) -> dict[str, list[float]]:
+    """Run `steps` + 1 iterations (the first is a warm-up) and split each one's seconds."""
+    model, objective, stream = setup.model, setup.objective, setup.stream
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     clock = _Clock(device)
     parts: dict[str, list[float]] = defaultdict(list)
@@ -100,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         return out
 
     model.forward = hooked_forward
-    for step in range(args.steps + 1):
+    for step in range(steps + 1):
         _, (batch,) = next(stream)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         optimizer.zero_grad(set_to_none=True)
@@ -118,18 +177,6 @@ def main(argv: list[str] | None = None) -> None:
         parts["forward solve"].append(float(logged["solve_s"]))
         parts["matching + loss"].append(float(logged["loss_s"]))
         parts["backward solves (+ loss backward)"].append(marks["costs_grad"] - marks["forward"])
-        parts["cnn backward + step"].append(
-            marks["backward"] - marks["costs_grad"] + marks["step"] - marks["backward"]
-        )
+        parts["cnn backward + step"].append(marks["step"] - marks["costs_grad"])
         parts["total"].append(marks["step"] - marks["start"])
-    rows = [(name, f"{statistics.median(values):.3f}") for name, values in parts.items()]
-    title = (
-        f"finetune-pq seconds per iteration ({recipe.train.batch_size} images "
-        f"{recipe.data.crop_size[0]}×{recipe.data.crop_size[1]}, {recipe.solver.num_samples} "
-        f"λ samples, {args.device})"
-    )
-    print_table(counts_table(title, ["part", "median s"], rows))
-
-
-if __name__ == "__main__":
-    main()
+    return parts

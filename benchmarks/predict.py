@@ -1,24 +1,21 @@
-"""End-to-end prediction benchmark: seconds per image split into CNN, solver and the rest.
-
-    python -m cops.benchmarks.predict --recipe synthetic --height 512 --width 1024 --images 5
+"""End-to-end prediction benchmark (`cops bench predict`): seconds per image by stage.
 
 Images come from the synthetic street-scene generator at the requested size. Without
 ``--checkpoint`` the recipe's network is randomly initialised (seeded), which times the CNN
 faithfully but gives the solver untrained costs; pass a checkpoint for representative solver
 figures. One warm-up call (numba compilation, cuDNN autotuning) is not timed; the table shows the
-median over ``--images`` images of each part and of their sum.
+median over the timed images of each part (CNN, solver, the rest) and of their sum.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
-from cops.console import counts_table, print_table
+from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.conversion import Category
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.device import resolve_device
@@ -62,53 +59,53 @@ def random_predictor(recipe: Recipe, device: str, backend: str) -> Predictor:
     return Predictor(CostNet(net).eval().to(dev), metadata, device=dev, backend=backend)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options, time `--images` predictions after a warm-up, print the table."""
-    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.predict", description=__doc__)
-    parser.add_argument("--checkpoint", help="a COPS checkpoint (default: random-init model)")
-    parser.add_argument("--recipe", default="synthetic", help="recipe of the random-init model")
-    parser.add_argument("--height", type=int, default=512)
-    parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--images", type=int, default=5, help="images to time (after a warm-up)")
-    parser.add_argument("--batch", type=int, default=1, help="images per predict call")
-    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"))
-    args = parser.parse_args(argv)
-    if min(args.height, args.width, args.images, args.batch) < 1:
-        parser.error("--height, --width, --images and --batch must be positive")
-
-    if args.checkpoint:
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, args.backend)
-        model = f"checkpoint {args.checkpoint}"
+def run(
+    checkpoint: Path | None = None,
+    recipe: str = "synthetic",
+    height: int = 512,
+    width: int = 1024,
+    images: int = 5,
+    batch: int = 1,
+    device: str = "auto",
+    backend: str = "auto",
+) -> BenchResult:
+    """Time `images` predictions after a warm-up; the median of each part and of the total."""
+    if min(height, width, images, batch) < 1:
+        raise CopsError("height, width, images and batch must be positive")
+    if checkpoint is not None:
+        predictor = Predictor.from_checkpoint(checkpoint, device, backend)
+        model = f"checkpoint {checkpoint}"
     else:
-        recipe = load_recipe(args.recipe)
-        predictor = random_predictor(recipe, args.device, args.backend)
-        model = f"random-init {recipe.model.backbone} ({args.recipe})"
+        resolved = load_recipe(recipe)
+        predictor = random_predictor(resolved, device, backend)
+        model = f"random-init {resolved.model.backbone} ({recipe})"
     if predictor.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     def scene(index: int):
-        return generate_scene((0, 7, index), args.height, args.width)[0]
+        return generate_scene((0, 7, index), height, width)[0]
 
-    predictor.predict([scene(args.images + j) for j in range(args.batch)])  # warm-up
+    predictor.predict([scene(images + j) for j in range(batch)])  # warm-up
     timings = []
-    for start in range(0, args.images, args.batch):
-        images = [scene(i) for i in range(start, min(start + args.batch, args.images))]
-        timings += [p.timings for p in predictor.predict(images)]
-
-    rows = [(part, f"{statistics.median(t[part] for t in timings):.4f}") for part in PARTS]
-    rows.append(("total", f"{statistics.median(sum(t.values()) for t in timings):.4f}"))
-    if predictor.device.type == "cuda":
-        where = torch.cuda.get_device_name(predictor.device)
-    else:
-        where = f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
-    print(
-        f"{model}, {args.height}x{args.width}, batch {args.batch}, device {predictor.device}, "
-        f"solver backend {args.backend}, {where}, torch {torch.__version__}"
+    for start in range(0, images, batch):
+        chunk = [scene(i) for i in range(start, min(start + batch, images))]
+        timings += [p.timings for p in predictor.predict(chunk)]
+    medians = {part: statistics.median(t[part] for t in timings) for part in PARTS}
+    medians["total"] = statistics.median(sum(t.values()) for t in timings)
+    figures = {
+        "model": model,
+        "height": height,
+        "width": width,
+        "batch": batch,
+        "images": len(timings),
+        "device": str(predictor.device),
+        "backend": backend,
+        "seconds_per_image": {k: round(v, 5) for k, v in medians.items()},
+    }
+    rows = [[part, f"{value:.4f}"] for part, value in medians.items()]
+    title = (
+        f"predict, {model}, {height}×{width}, batch {batch}, {predictor.device}, solver "
+        f"{backend}: seconds per image (median of {len(timings)})"
     )
-    title = f"seconds per image (median of {len(timings)})"
-    print_table(counts_table(title, ["stage", "seconds"], rows))
-
-
-if __name__ == "__main__":
-    main()
+    env = environment(predictor.device)
+    return BenchResult("predict", title, ["stage", "seconds"], rows, figures, env)

@@ -1,25 +1,23 @@
-"""Training throughput benchmark: the real engine on random in-memory batches of a recipe's crops.
-
-    python -m cops.benchmarks.train --recipe cityscapes-r50 --batch 4 --steps 30 --device cuda
+"""Training throughput (`cops bench train`): the real engine on random batches of a recipe's crops.
 
 No data loading is timed (batches are made once, on the device), so the figure is the model +
-loss + optimizer rate of the engine's actual step (AMP, accumulation, schedule). Prints images/s
-(first step excluded) and, on CUDA, peak memory. For end-to-end figures with data loading, read
+loss + optimizer rate of the engine's actual step (AMP, accumulation, schedule): images/s (first
+step excluded) and, on CUDA, peak memory. For end-to-end figures with data loading, read
 ``images_per_s`` in a real run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cops.benchmarks.report import BenchResult, environment
+from cops.device import resolve_device
 from cops.models import BackboneInitWarning, CopsNet, PretrainLoss
 from cops.recipes.schema import Recipe, load_recipe
 from cops.training.distributed import DistInfo
@@ -52,55 +50,52 @@ class RandomBatches:
             step += 1
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse options, train `--steps` iterations on random batches, print the figures."""
-    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.train", description=__doc__)
-    parser.add_argument("--recipe", default="synthetic", help="recipe name or path")
-    parser.add_argument("--batch", type=int, help="images per step (default: the recipe's)")
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps to time")
-    parser.add_argument("--classes", type=int, default=19, help="number of classes")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--set", action="append", default=[], help="recipe override key=value")
-    args = parser.parse_args(argv)
-    overrides = [*args.set, f"train.iterations={args.steps + 1}", "model.pretrained=false"]
-    if args.batch:
-        overrides.append(f"train.batch_size={args.batch}")
-    recipe = load_recipe(args.recipe, overrides)
-    device = torch.device(args.device)
-    seed_everything(recipe.seed)
-    if device.type == "cuda":
+def run(
+    recipe: str = "synthetic",
+    batch: int | None = None,
+    steps: int = 20,
+    classes: int = 19,
+    device: str = "auto",
+    overrides: Sequence[str] = (),
+) -> BenchResult:
+    """Train `steps` iterations on random batches; images/s (first step excluded), peak memory."""
+    overrides = [*overrides, f"train.iterations={steps + 1}", "model.pretrained=false"]
+    if batch:
+        overrides.append(f"train.batch_size={batch}")
+    resolved = load_recipe(recipe, overrides)
+    dev = resolve_device(device)
+    seed_everything(resolved.seed)
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        model = CopsNet.from_config(recipe.model, args.classes)
-    cfg = recipe.train
+        model = CopsNet.from_config(resolved.model, classes)
+    cfg = resolved.train
     with tempfile.TemporaryDirectory(prefix="cops-bench-") as out:
-        context = RunContext(Path(out), device, DistInfo(), recipe.to_dict(), {"names": []})
-        trainer = Trainer(
-            model,
-            PixelObjective(PretrainLoss(recipe.loss)),
-            cfg,
-            RandomBatches(recipe, args.classes, device),
-            None,
-            context,
-        )
+        context = RunContext(Path(out), dev, DistInfo(), resolved.to_dict(), {"names": []})
+        objective = PixelObjective(PretrainLoss(resolved.loss))
+        batches = RandomBatches(resolved, classes, dev)
+        trainer = Trainer(model, objective, cfg, batches, None, context)
         result = trainer.fit()
-    height, width = recipe.data.crop_size
-    amp = f"AMP {cfg.amp_dtype}" if trainer.amp else "fp32"
-    if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    else:
-        where = f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
-    print(
-        f"{recipe.model.backbone}, crop {height}x{width}, batch {cfg.batch_size}, {amp}, "
-        f"{where}, torch {torch.__version__}"
+    height, width = resolved.data.crop_size
+    precision = f"AMP {cfg.amp_dtype}" if trainer.amp else "fp32"
+    figures: dict[str, Any] = {
+        "recipe": recipe,
+        "backbone": resolved.model.backbone,
+        "crop": [height, width],
+        "batch": cfg.batch_size,
+        "precision": precision,
+        "steps": steps,
+        "device": str(dev),
+        "images_per_s": round(result.images_per_s, 3),
+    }
+    rows = [["training images/s", f"{result.images_per_s:.2f}"]]
+    if dev.type == "cuda":
+        figures["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
+        rows.append(["peak GPU memory (GiB)", f"{figures['peak_memory_gib']:.2f}"])
+    title = (
+        f"pretrain step, {resolved.model.backbone}, crop {height}×{width}, batch "
+        f"{cfg.batch_size}, {precision}, {dev}, {steps} steps"
     )
-    print(f"training images/s: {result.images_per_s:.2f} over {args.steps} steps")
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-        print(f"peak GPU memory: {peak:.2f} GiB")
-
-
-if __name__ == "__main__":
-    main()
+    return BenchResult("train", title, ["", "value"], rows, figures, environment(dev))

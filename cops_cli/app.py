@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cops import __version__
+from cops.cli.bench import app as bench_app
 from cops.cli.evaluate import evaluate
 from cops.cli.export import export
 from cops.cli.finetune_pq import finetune_pq
@@ -38,6 +39,7 @@ app.command("evaluate")(evaluate)
 app.command("predict")(predict)
 app.command("export")(export)
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(bench_app, name="bench")
 
 
 def _print_version(value: bool) -> None:

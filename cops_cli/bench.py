@@ -1,0 +1,171 @@
+"""`cops bench`: measure the pipeline's parts on this machine (solver, predict, train, finetune,
+eval, data, or all of them), print a table each and optionally write the figures as JSON.
+
+Wiring only: each subcommand calls one function of :mod:`cops.benchmarks` and reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cops.cli.options import BackendOpt, CheckpointOpt, InferDeviceOpt, SetOpt, check_backend
+from cops.console import console, print_table, state
+
+if TYPE_CHECKING:
+    from cops.benchmarks.report import BenchResult
+
+app = typer.Typer(
+    help=(
+        "Benchmarks: measure the solver, prediction, training, fine-tuning, PQ evaluation and "
+        "data generation on this machine. Each prints a table; --json PATH writes the figures."
+    ),
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[
+    Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+]
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name or YAML path.")]
+ImagesOpt = Annotated[int, typer.Option("--images", min=1, help="Images to time.")]
+HeightOpt = Annotated[int, typer.Option("--height", min=16, help="Image height in pixels.")]
+WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Image width in pixels.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Timed steps (after a warm-up).")]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs; the best is kept.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", "-j", min=1, help="Processes (default: all CPUs).")
+]
+
+
+def _report(results: Iterable[BenchResult], json_path: Path | None) -> None:
+    """Print each result's table as it comes; then write them all to `json_path` when given."""
+    from cops.benchmarks.report import write_results
+
+    done = []
+    for result in results:
+        print_table(result.table())
+        done.append(result)
+    if json_path is not None:
+        write_results(json_path, done)
+        if not state.quiet:
+            console.print(f"Wrote {json_path}")
+
+
+@app.command("predict")
+def predict(
+    checkpoint: CheckpointOpt = None,
+    recipe: RecipeOpt = "synthetic",
+    height: HeightOpt = 512,
+    width: WidthOpt = 1024,
+    images: ImagesOpt = 5,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per predict call.")] = 1,
+    device: InferDeviceOpt = "auto",
+    backend: BackendOpt = "auto",
+    json: JsonOpt = None,
+) -> None:
+    """Seconds per image of `cops predict` (CNN, solver, the rest) on synthetic images.
+
+    Without --checkpoint the recipe's network is randomly initialised: faithful for the CNN,
+    untrained costs for the solver.
+    """
+    from cops.benchmarks.predict import run
+
+    result = run(checkpoint, recipe, height, width, images, batch, device, check_backend(backend))
+    _report([result], json)
+
+
+@app.command("train")
+def train(
+    recipe: RecipeOpt = "synthetic",
+    batch: Annotated[
+        int | None, typer.Option("--batch", min=1, help="Images per step (default: the recipe's).")
+    ] = None,
+    steps: StepsOpt = 20,
+    classes: Annotated[int, typer.Option("--classes", min=1, help="Number of classes.")] = 19,
+    device: InferDeviceOpt = "auto",
+    set_: SetOpt = None,
+    json: JsonOpt = None,
+) -> None:
+    """Pretraining images/s of the real engine on random batches of the recipe's crop size."""
+    from cops.benchmarks.train import run
+
+    _report([run(recipe, batch, steps, classes, device, set_ or [])], json)
+
+
+@app.command("finetune")
+def finetune(
+    recipe: RecipeOpt = "synthetic",
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="A pretrain checkpoint (default: random initialisation)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared dataset folder (default: the recipe's data)."),
+    ] = None,
+    steps: StepsOpt = 10,
+    batch: Annotated[
+        int | None, typer.Option("--batch", min=1, help="Images per step (default: the recipe's).")
+    ] = None,
+    device: InferDeviceOpt = "auto",
+    set_: SetOpt = None,
+    json: JsonOpt = None,
+) -> None:
+    """Seconds per finetune-pq iteration split into CNN, forward solve, loss and backward solves."""
+    from cops.benchmarks.finetune import run
+
+    _report([run(recipe, weights, data, steps, batch, device, set_ or [])], json)
+
+
+@app.command("eval")
+def eval_(
+    images: ImagesOpt = 200,
+    height: HeightOpt = 512,
+    width: WidthOpt = 1024,
+    workers: WorkersOpt = None,
+    repeats: RepeatsOpt = 3,
+    json: JsonOpt = None,
+) -> None:
+    """PQ evaluation seconds per 1000 images, ours against panopticapi on the same files."""
+    from cops.benchmarks.eval import run
+
+    _report([run(images, height, width, workers, repeats)], json)
+
+
+@app.command("data")
+def data(
+    images: ImagesOpt = 200,
+    height: HeightOpt = 256,
+    width: WidthOpt = 512,
+    workers: WorkersOpt = None,
+    repeats: RepeatsOpt = 3,
+    json: JsonOpt = None,
+) -> None:
+    """Synthetic data generation images/s, alone and with writing the prepared files."""
+    import os
+
+    from cops.benchmarks.data import run
+
+    _report([run(images, height, width, workers or os.cpu_count() or 1, repeats)], json)
+
+
+@app.command("all")
+def all_(
+    device: InferDeviceOpt = "auto",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer repetitions (minutes on one GPU).")
+    ] = False,
+    json: JsonOpt = None,
+) -> None:
+    """The machine check: solver, predict, a training and a fine-tuning step, Cityscapes sizes.
+
+    The solver on a Cityscapes-size instance (CPU, and GPU with --device cuda), predict at
+    1024×2048, a training step and a fine-tuning step of cityscapes-r50 (random weights,
+    synthetic data). `cops bench all --device cuda --quick` is the one-command GPU check.
+    """
+    from cops.benchmarks.suite import run_all
+
+    _report(run_all(device, quick), json)

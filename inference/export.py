@@ -1,8 +1,9 @@
 """Export the cost network to ONNX or TorchScript with its metadata JSON, and load exports back.
 
 An export is two files: the model (``model.onnx`` or ``model.pt``) and the metadata dict of
-:mod:`cops.inference.metadata` beside it (``model.json``). Both are written atomically, metadata
-first, so a model file only ever appears complete and with its metadata. The network maps a
+:mod:`cops.inference.metadata` beside it (``model.json``). Both are written in full under temporary names
+before either replaces an older file; then the metadata is renamed into place and the model last,
+so a failed export (disk full) leaves the previous export as it was. The network maps a
 normalised float32 batch ``image [B, 3, H, W]`` (any batch size; H and W any multiples of
 ``size_divisibility``) to ``(node_costs, edge_costs, boundary_prob)`` at stride 4.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -23,14 +25,14 @@ import torch
 
 from cops.datasets.panoptic_io import read_json
 from cops.errors import CopsError
-from cops.files import atomic_write_bytes, atomic_write_json
+from cops.files import atomic_write_files
 from cops.inference.metadata import OUTPUTS, check_metadata
-from cops.models import CostNet
+from cops.models import CostMapNet
 
 __all__ = [
     "FORMAT_SUFFIXES",
     "ONNX_OPSET",
-    "ExportedCostNet",
+    "ExportedCostMapNet",
     "export_model",
     "load_export",
     "metadata_path",
@@ -83,7 +85,7 @@ def _quiet_onnx_logs() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _check_net(net: CostNet, metadata: dict[str, Any]) -> None:
+def _check_net(net: CostMapNet, metadata: dict[str, Any]) -> None:
     """The network and the metadata must describe the same classes and edge distances."""
     inner = net.net
     classes = len(metadata["classes"]["names"])
@@ -96,7 +98,7 @@ def _check_net(net: CostNet, metadata: dict[str, Any]) -> None:
         )
 
 
-def _onnx_bytes(net: CostNet, example: torch.Tensor, min_side: int) -> bytes:
+def _onnx_bytes(net: CostMapNet, example: torch.Tensor, min_side: int) -> bytes:
     """Serialised ONNX model with dynamic batch, height and width (dynamo exporter)."""
     try:
         import onnx  # noqa: F401  (the exporter needs both packages)
@@ -122,7 +124,7 @@ def _onnx_bytes(net: CostNet, example: torch.Tensor, min_side: int) -> bytes:
     return program.model_proto.SerializeToString()
 
 
-def _torchscript_bytes(net: CostNet) -> bytes:
+def _torchscript_bytes(net: CostMapNet) -> bytes:
     """Serialised ``torch.jit.script`` module (scripted, so every input size takes its path)."""
     buffer = io.BytesIO()
     with _quiet_jit():
@@ -131,7 +133,7 @@ def _torchscript_bytes(net: CostNet) -> bytes:
 
 
 def export_model(
-    net: CostNet,
+    net: CostMapNet,
     metadata: dict[str, Any],
     out: Path,
     fmt: Literal["onnx", "torchscript"],
@@ -161,13 +163,13 @@ def export_model(
         data = _onnx_bytes(model, torch.zeros(2, 3, height, width), div)
     else:
         data = _torchscript_bytes(model)
-    atomic_write_json(metadata_path(out), metadata)
-    atomic_write_bytes(out, data)
+    # Both complete under temporary names first; the model, which `load_export` opens, goes last.
+    atomic_write_files([(metadata_path(out), json.dumps(metadata).encode()), (out, data)])
     return out
 
 
-class ExportedCostNet:
-    """A loaded export: call it like a :class:`cops.models.CostNet`, read its ``metadata``.
+class ExportedCostMapNet:
+    """A loaded export: call it like a :class:`cops.models.CostMapNet`, read its ``metadata``.
 
     ``__call__(image [B, 3, H, W] float32)`` returns ``(node_costs, edge_costs, boundary_prob)``
     as CPU float32 tensors whatever runtime and device run the network.
@@ -183,7 +185,7 @@ class ExportedCostNet:
         self._runner = runner
 
     def __repr__(self) -> str:
-        return f"ExportedCostNet({str(self.path)!r}, {self.format}, {self.device})"
+        return f"ExportedCostMapNet({str(self.path)!r}, {self.format}, {self.device})"
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Costs and boundary probabilities of a normalised image batch ``[B, 3, H, W]``."""
@@ -248,7 +250,7 @@ def _torchscript_runner(path: Path, device: str) -> tuple[Runner, str]:
     return run, device
 
 
-def load_export(path: Path, device: str = "auto") -> ExportedCostNet:
+def load_export(path: Path, device: str = "auto") -> ExportedCostMapNet:
     """Load an export by suffix (ONNX via onnxruntime, TorchScript via torch.jit) and its metadata.
 
     ``device``: "cpu", "cuda", or "auto" (ONNX: the CUDA provider when onnxruntime has one;
@@ -271,4 +273,4 @@ def load_export(path: Path, device: str = "auto") -> ExportedCostNet:
         runner, used = _onnx_runner(path, device)
     else:
         runner, used = _torchscript_runner(path, device)
-    return ExportedCostNet(path, metadata, fmt, used, runner)
+    return ExportedCostMapNet(path, metadata, fmt, used, runner)

@@ -76,7 +76,7 @@ def model_metadata(
 
 
 def _scalar(state: Mapping[str, Any], key: str, default: list[float]) -> list[float]:
-    """A cost scalar from a CopsNet state dict as a list (``default`` where the key is absent)."""
+    """A cost scalar from a SemanticBoundaryNet state dict as a list (``default`` where the key is absent)."""
     value = state.get(key)
     if value is None:
         return default

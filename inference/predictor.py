@@ -2,7 +2,7 @@
 
 A :class:`Predictor` wraps a *runner* (anything mapping a normalised float32 batch ``[B, 3, H, W]``,
 ``H`` and ``W`` multiples of ``size_divisibility``, to ``(node_costs [B, K, h, w], edge_costs
-[B, 2D, h, w], boundary_prob [B, 2D, h, w])``: a :class:`cops.models.CostNet` or an export) and
+[B, 2D, h, w], boundary_prob [B, 2D, h, w])``: a :class:`cops.models.CostMapNet` or an export) and
 the model metadata (:mod:`cops.inference.metadata`). One forward serves the whole batch; each
 image's valid stride grid is then cropped out and solved, images of equal grid size together.
 """
@@ -125,11 +125,11 @@ class Predictor:
         backend: str = "auto",
         test_size: Sequence[int] | None = None,
     ) -> Predictor:
-        """The checkpoint's CopsNet + cost scalars in eval mode on `device`.
+        """The checkpoint's SemanticBoundaryNet + cost scalars in eval mode on `device`.
 
         ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``.
         """
-        from cops.models import CostNet
+        from cops.models import CostMapNet
         from cops.models.build import build_model, load_checkpoint
 
         ckpt = load_checkpoint(Path(path))
@@ -150,7 +150,7 @@ class Predictor:
                 f"({len(missing)} missing, {len(unexpected)} unexpected: {shown})"
             )
         dev = resolve_device(device)
-        runner = CostNet(net).eval().to(dev)
+        runner = CostMapNet(net).eval().to(dev)
         return cls(runner, metadata, device=dev, backend=backend)
 
     @classmethod

@@ -1,7 +1,11 @@
-"""Dilated torchvision ResNet backbones returning stride-4, stride-8 and last-stage features.
+"""The paper's backbone: a ResNet with the DeepLab stem, dilated last stage and multi-grid.
 
-The last stage (and, for output stride 8, the one before it) trades its stride for dilation, so the
-deepest features keep enough resolution for the stride-4 decoders.
+As the original COPS network builds it: three 3×3 convs (3→64 stride 2, 64→64, 64→128) with
+BatchNorm and ReLU, a 3×3 max-pool of stride 2, then four stages ``res2``…``res5`` of basic
+(depth 18/34) or bottleneck (depth 50/101) blocks with the stride in the 3×3 conv. ``res5`` trades
+its stride for dilation ``2·grid`` (multi-grid 1, 2, 4), so the output stride is 16; with output
+stride 8, ``res4`` is dilated by 2 as well and ``res5`` by ``4·grid``. Module names equal the
+original's (``stem.conv1``, ``res2.0.shortcut`` …), so its weights load by name.
 """
 
 from __future__ import annotations
@@ -12,70 +16,102 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from cops.errors import CopsError
+from cops.models.layers import ConvNorm
 
 __all__ = [
     "BACKBONES",
     "BackboneInitWarning",
-    "ResNetBackbone",
+    "DeepLabResNet",
     "WeightsError",
-    "build_backbone",
     "freeze_batchnorm",
     "load_backbone_weights",
 ]
 
-# name -> (torchvision builder, ImageNet weight enum, output channels of res2 / res3 / res5)
-BACKBONES: dict[str, tuple] = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights, (64, 128, 512)),
-    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights, (64, 128, 512)),
-    "resnet50": (
-        torchvision.models.resnet50,
-        torchvision.models.ResNet50_Weights,
-        (256, 512, 2048),
-    ),
-    "resnet101": (
-        torchvision.models.resnet101,
-        torchvision.models.ResNet101_Weights,
-        (256, 512, 2048),
-    ),
+# name -> (blocks per stage res2..res5, bottleneck blocks?)
+BACKBONES: dict[str, tuple[tuple[int, int, int, int], bool]] = {
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet34": ((3, 4, 6, 3), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
 }
+MULTI_GRID = (1, 2, 4)
+"""Dilation multipliers of the res5 blocks (a stage with fewer blocks uses the first ones)."""
+STEM_CHANNELS = 128
 
 
 class BackboneInitWarning(UserWarning):
-    """The backbone starts from random weights (none requested, or the download failed)."""
+    """The backbone starts from random weights (no weights file was given)."""
 
 
 class WeightsError(CopsError, ValueError):
-    """A backbone weights file is unreadable or does not fit the chosen architecture."""
+    """A weights file is unreadable or does not fit the chosen architecture."""
 
 
-def _dilate_stage(stage: nn.Sequential, dilation: int, first_dilation: int) -> None:
-    """Replace the stride of a ResNet stage by dilation, in place.
+class DeepLabStem(nn.Module):
+    """Three 3×3 conv+BN+ReLU (the first of stride 2), then a 3×3 max-pool of stride 2."""
 
-    The first block keeps the dilation of the previous stage (as its input is at the old
-    resolution); the following blocks use ``dilation``. Works for basic and bottleneck blocks.
-    """
-    for index, block in enumerate(stage):
-        rate = first_dilation if index == 0 else dilation
-        for conv in block.modules():
-            if not isinstance(conv, nn.Conv2d):
-                continue
-            conv.stride = (1, 1)
-            if conv.kernel_size == (3, 3):
-                conv.dilation = (rate, rate)
-                conv.padding = (rate, rate)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = ConvNorm(3, 64, 3, stride=2)
+        self.conv2 = ConvNorm(64, 64, 3)
+        self.conv3 = ConvNorm(64, STEM_CHANNELS, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Stride-4 features of a normalised image (``ceil(H/4) × ceil(W/4)``)."""
+        x = self.conv3(self.conv2(self.conv1(x)))
+        return nn.functional.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-class ResNetBackbone(nn.Module):
-    """ResNet trunk without pooling/classifier; returns ``(res2, res3, res5)`` features.
+class BasicBlock(nn.Module):
+    """Two 3×3 convs and a (projected where the shape changes) shortcut; ResNet-18/34."""
 
-    res2 has stride 4 and res3 stride 8 (exactly ``ceil(H/4)`` and ``ceil(H/8)`` rows); res5 has
-    stride ``output_stride`` (16: last stage dilated; 8: last two stages dilated).
-    Parameter names equal torchvision's (``conv1``, ``bn1``, ``layer1`` …) so ImageNet files load.
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        if in_ch != out_ch or stride != 1:
+            self.shortcut = ConvNorm(in_ch, out_ch, 1, stride=stride, relu=False)
+        else:
+            self.shortcut = nn.Identity()
+        self.conv1 = ConvNorm(in_ch, width, 3, stride=stride, dilation=dilation)
+        self.conv2 = ConvNorm(width, out_ch, 3, dilation=dilation, relu=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual update of ``x``."""
+        return nn.functional.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class BottleneckBlock(nn.Module):
+    """1×1 reduce, 3×3 (carrying stride and dilation), 1×1 expand ×4; ResNet-50/101."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int, dilation: int) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        if in_ch != out_ch or stride != 1:
+            self.shortcut = ConvNorm(in_ch, out_ch, 1, stride=stride, relu=False)
+        else:
+            self.shortcut = nn.Identity()
+        self.conv1 = ConvNorm(in_ch, width, 1)
+        self.conv2 = ConvNorm(width, width, 3, stride=stride, dilation=dilation)
+        self.conv3 = ConvNorm(width, out_ch, 1, relu=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual update of ``x``."""
+        y = self.conv3(self.conv2(self.conv1(x)))
+        return nn.functional.relu(y + self.shortcut(x))
+
+
+class DeepLabResNet(nn.Module):
+    """DeepLab-stem ResNet returning ``(res2, res3, res5)``: strides 4, 8 and ``output_stride``.
+
+    res2 has exactly ``ceil(H/4)`` rows and res3 ``ceil(H/8)`` for any input height H.
     """
 
     def __init__(self, name: str = "resnet50", output_stride: int = 16) -> None:
@@ -84,79 +120,48 @@ class ResNetBackbone(nn.Module):
             raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-        builder, _, channels = BACKBONES[name]
-        net = builder(weights=None)
+        depths, bottleneck = BACKBONES[name]
+        block = BottleneckBlock if bottleneck else BasicBlock
         self.name = name
         self.output_stride = output_stride
-        self.channels: tuple[int, int, int] = channels
-        self.conv1 = net.conv1
-        self.bn1 = net.bn1
-        self.relu = net.relu
-        self.maxpool = net.maxpool
-        self.layer1 = net.layer1
-        self.layer2 = net.layer2
-        self.layer3 = net.layer3
-        self.layer4 = net.layer4
-        if output_stride == 16:
-            _dilate_stage(self.layer4, dilation=2, first_dilation=1)
-        else:
-            _dilate_stage(self.layer3, dilation=2, first_dilation=1)
-            _dilate_stage(self.layer4, dilation=4, first_dilation=2)
+        self.stem = DeepLabStem()
+        res4_dilation = 1 if output_stride == 16 else 2
+        res5_rate = 2 * res4_dilation
+        grid = [MULTI_GRID[i % len(MULTI_GRID)] for i in range(depths[3])]
+        plans = [  # (stride of the first block, dilation of each block) per stage
+            (1, [1] * depths[0]),
+            (2, [1] * depths[1]),
+            (2 if output_stride == 16 else 1, [res4_dilation] * depths[2]),
+            (1, [res5_rate * g for g in grid]),
+        ]
+        in_ch = STEM_CHANNELS
+        widths = (64, 128, 256, 512)
+        for index, ((stride, dilations), width) in enumerate(zip(plans, widths, strict=True)):
+            blocks = []
+            for j, dilation in enumerate(dilations):
+                blocks.append(block(in_ch, width, stride if j == 0 else 1, dilation))
+                in_ch = width * block.expansion
+            self.add_module(f"res{index + 2}", nn.Sequential(*blocks))
+        self.channels: tuple[int, int, int] = (
+            64 * block.expansion,
+            128 * block.expansion,
+            512 * block.expansion,
+        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Return the stride-4, stride-8 and deepest feature maps of a normalised image batch."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        res2 = self.layer1(x)
-        res3 = self.layer2(res2)
-        res5 = self.layer4(self.layer3(res3))
+        res2 = self.res2(self.stem(x))
+        res3 = self.res3(res2)
+        res5 = self.res5(self.res4(res3))
         return res2, res3, res5
 
-    def load_pretrained(self) -> bool:
-        """Load torchvision's ImageNet weights (downloads once); warn and keep random init offline.
 
-        Returns whether the weights were loaded.
-        """
-        weights = BACKBONES[self.name][1].IMAGENET1K_V1
-        try:
-            state = weights.get_state_dict(progress=True, check_hash=True)
-        except Exception as exc:  # no network, proxy, corrupt cache: all mean "not available"
-            warnings.warn(
-                f"could not download ImageNet weights for {self.name} from {weights.url} "
-                f"({type(exc).__name__}: {exc}); the backbone starts from random weights. "
-                f"Download that file elsewhere and pass it with "
-                f"model.backbone_weights=/path/to/{Path(weights.url).name}",
-                BackboneInitWarning,
-                stacklevel=2,
-            )
-            return False
-        _load_checked(self, _extract_backbone_state(state, weights.url), source=weights.url)
-        return True
+def _check_fit(module: nn.Module, state: Mapping[str, Tensor], source: str, what: str) -> None:
+    """Fail with a message naming ``source`` unless ``state`` fits ``module`` key for key.
 
-
-def _extract_backbone_state(obj: object, source: str) -> dict[str, Tensor]:
-    """Find the backbone tensors in a torchvision/ImageNet state dict or a COPS checkpoint."""
-    if isinstance(obj, Mapping):
-        for key in ("model", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(
-            f"{source}: expected a state dict of tensors or a checkpoint with a 'model' entry"
-        )
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def _load_checked(backbone: ResNetBackbone, state: Mapping[str, Tensor], source: str) -> None:
-    """Load ``state`` into ``backbone``, failing with a message naming ``source`` on any mismatch.
-
-    ``num_batches_tracked`` counters are optional (old torchvision files lack them; frozen BN
-    drops them); every other backbone tensor must be present with the right shape.
+    ``num_batches_tracked`` counters are optional (frozen BatchNorm drops them).
     """
-    own = backbone.state_dict()
+    own = module.state_dict()
 
     def counter(key: str) -> bool:
         return key.endswith("num_batches_tracked")
@@ -174,17 +179,15 @@ def _load_checked(backbone: ResNetBackbone, state: Mapping[str, Tensor], source:
             if keys:
                 shown = ", ".join(keys[:5]) + (f" … (+{len(keys) - 5})" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
-        raise WeightsError(
-            f"{source}: weights do not fit backbone {backbone.name} ({'; '.join(parts)})"
-        )
-    backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        raise WeightsError(f"{source}: weights do not fit {what} ({'; '.join(parts)})")
 
 
-def load_backbone_weights(backbone: ResNetBackbone, path: str | Path) -> None:
-    """Load backbone weights from a file: a torchvision ImageNet state dict or a COPS checkpoint.
+def load_backbone_weights(backbone: DeepLabResNet, path: str | Path) -> None:
+    """Load backbone weights from a COPS checkpoint or a backbone state dict (``torch.save``).
 
-    ``fc.*`` (classifier) entries are ignored; missing or mis-shaped backbone tensors raise
-    :class:`WeightsError` naming the file, so a wrong file never silently leaves random weights.
+    Such files come from training or from ``cops import-checkpoint --backbone-only``. Missing,
+    unexpected or mis-shaped tensors raise :class:`WeightsError` naming the file, so a wrong file
+    never silently leaves random weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -193,7 +196,17 @@ def load_backbone_weights(backbone: ResNetBackbone, path: str | Path) -> None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: cannot read as torch weights ({exc})") from exc
-    _load_checked(backbone, _extract_backbone_state(obj, str(path)), str(path))
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(
+            f"{path}: expected a state dict of tensors or a checkpoint with a 'model' entry"
+        )
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    _check_fit(backbone, state, str(path), f"backbone {backbone.name}")
+    backbone.load_state_dict(state, strict=False)
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -221,24 +234,16 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def build_backbone(
-    name: str = "resnet50",
-    output_stride: int = 16,
-    pretrained: bool = False,
-    weights_path: str | Path | None = None,
-) -> ResNetBackbone:
-    """Build a dilated ResNet and initialise it: local file > ImageNet download > random.
-
-    A local ``weights_path`` wins over ``pretrained`` (no download). Random initialisation, chosen
-    or forced by a failed download, emits a :class:`BackboneInitWarning`.
-    """
-    backbone = ResNetBackbone(name, output_stride)
+    name: str = "resnet50", output_stride: int = 16, weights_path: str | Path | None = None
+) -> DeepLabResNet:
+    """The backbone, from ``weights_path`` when given, else random with a BackboneInitWarning."""
+    backbone = DeepLabResNet(name, output_stride)
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path)
-    elif pretrained:
-        backbone.load_pretrained()
     else:
         warnings.warn(
-            f"backbone {name} starts from random weights (pretrained=False, no weights file)",
+            f"backbone {name} starts from random weights (no model.backbone_weights file; "
+            "`cops import-checkpoint R-52.pkl --backbone-only` writes an ImageNet one)",
             BackboneInitWarning,
             stacklevel=2,
         )

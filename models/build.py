@@ -17,7 +17,7 @@ import torch
 
 from cops.errors import CopsError
 from cops.models.backbone import BackboneInitWarning, WeightsError, load_backbone_weights
-from cops.models.cops_net import CopsNet
+from cops.models.network import SemanticBoundaryNet
 
 if TYPE_CHECKING:
     from cops.recipes.schema import ModelConfig
@@ -55,8 +55,8 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     return obj
 
 
-def load_model_weights(model: CopsNet, path: Path) -> str:
-    """Initialise `model` from a COPS checkpoint or a torchvision/ImageNet backbone state dict.
+def load_model_weights(model: SemanticBoundaryNet, path: Path) -> str:
+    """Initialise `model` from a COPS checkpoint or a backbone state dict (load_backbone_weights).
 
     From a checkpoint, every tensor whose name and shape fit is loaded (heads of another class
     count keep their initial values); the backbone must fit completely. Returns what was loaded.
@@ -86,18 +86,18 @@ def load_model_weights(model: CopsNet, path: Path) -> str:
 
 def build_model(
     model_cfg: ModelConfig, num_classes: int, weights: Path | None = None, restoring: bool = False
-) -> CopsNet:
+) -> SemanticBoundaryNet:
     """The recipe's network, initialised from `weights` when given.
 
     With `weights`, or when a checkpoint will be restored, nothing is downloaded and no
     random-initialisation warning is raised: those weights replace the initial ones anyway.
     """
     if weights is None and not restoring:
-        return CopsNet.from_config(model_cfg, num_classes)
-    plain = dataclasses.replace(model_cfg, pretrained=False, backbone_weights=None)
+        return SemanticBoundaryNet.from_config(model_cfg, num_classes)
+    plain = dataclasses.replace(model_cfg, backbone_weights=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        model = CopsNet.from_config(plain, num_classes)
+        model = SemanticBoundaryNet.from_config(plain, num_classes)
     if weights is not None:
         log.info("initialised %s", load_model_weights(model, weights))
     return model

@@ -7,18 +7,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CostModel"]
+__all__ = ["AffineCosts"]
 
 
-class CostModel(nn.Module):
-    """Affine maps from logits to AMWC node and edge costs.
+class AffineCosts(nn.Module):
+    """Affine maps from logits to AMWC node and edge costs, as in the paper's network.
 
     Node cost of class k at pixel p: ``c[k, p] = a·(−semantic_logit[k, p]) + b``.
-    Cost paid when the edge e at distance d is cut: ``w[e] = −(|α_d|·boundary_logit[e] + β_d)``,
-    so a confident boundary makes cutting cheap. ``α_d`` and ``β_d`` are per distance, shared by
-    the vertical (channel 2i) and horizontal (channel 2i+1) edge maps of ``d = edge_distances[i]``:
-    the two directions measure the same thing and sharing keeps the fit well-posed with few data.
-    Initialised to a = α = 1, b = β = 0. No Python branches on tensor values (TorchScript/ONNX).
+    Edge cost of the edge e at distance d: ``w[e] = |α_d|·(−boundary_logit[e]) + β_d``; positive
+    costs attract (cutting them is paid), negative ones repel, so a confident boundary makes cutting
+    cheap. ``α_d`` and ``β_d`` are per distance, shared by the vertical (channel 2i) and
+    horizontal (channel 2i+1) edge maps of ``d = edge_distances[i]``. The ``abs()`` keeps the
+    logit→cost direction fixed whatever sign the optimiser drives ``α_d`` to. Initialised to
+    a = α = 1, b = β = 0. No Python branches on tensor values (TorchScript/ONNX).
     """
 
     def __init__(self, edge_distances: Sequence[int]) -> None:
@@ -41,14 +42,14 @@ class CostModel(nn.Module):
         return self.node_cost_maps(semantic_logits).flatten(2).transpose(1, 2)
 
     def edge_costs(self, boundary_logits: Tensor) -> Tensor:
-        """Map ``[B, 2D, h, w]`` boundary logits to dense cut-cost maps of the same shape.
+        """Map ``[B, 2D, h, w]`` boundary logits to dense edge-cost maps of the same shape.
 
         Entries whose partner pixel lies outside the grid are meaningless; the solver's
         flattening to its edge list drops them.
         """
         alpha = self.alpha.abs().repeat_interleave(2).view(1, -1, 1, 1)
         beta = self.beta.repeat_interleave(2).view(1, -1, 1, 1)
-        return -(alpha * boundary_logits + beta)
+        return alpha * (-boundary_logits) + beta
 
     def forward(self, semantic_logits: Tensor, boundary_logits: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(node_costs [B, h*w, K], edge_cost_maps [B, 2D, h, w])``."""

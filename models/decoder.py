@@ -1,5 +1,9 @@
-"""DeepLabV3+-style decoder: atrous spatial pyramid pooling on the deepest features, then two
-fusion steps with projected stride-8 and stride-4 features, ending in per-pixel logits at stride 4.
+"""The DeepLabV3+ decoder of the paper's network (one each for semantics and boundaries).
+
+ASPP on the deepest features: a 1×1 branch, depthwise-separable 3×3 branches at the atrous rates
+and an image-pooling branch, concatenated and projected. Then two fusion steps: the res3 features
+projected to ``channels/4`` and the res2 features projected to ``channels/8`` are each concatenated
+with the bilinearly upsampled decoder features and fused by a depthwise-separable 5×5 conv.
 """
 
 from __future__ import annotations
@@ -10,81 +14,89 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cops.models.layers import ConvNorm, SeparableConv
+
 __all__ = ["ASPP", "DeepLabDecoder"]
 
 
-def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, dilation: int = 1) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm + ReLU with 'same' padding for odd kernels."""
-    padding = dilation * (kernel - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _upsample_to(x: Tensor, like: Tensor) -> Tensor:
-    """Bilinearly resize ``x`` to the spatial size of ``like`` (handles odd sizes exactly)."""
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+def _upsample(x: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear resize to ``height × width`` (align_corners=False, as the original)."""
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling: a 1×1 branch, one 3×3 branch per rate and image pooling.
+    """Atrous spatial pyramid pooling with the original's image-pooling branch.
 
-    The branches see context at several scales; their concatenation is projected to
-    ``out_channels``. The pooled branch has no BatchNorm so training works with batch size 1.
+    The pooling branch averages over a *fixed* window (``pool_size`` = training crop / output
+    stride) with stride 1, applies a 1×1 conv with bias and a ReLU (no BN), and is resized back: on
+    a training crop it is a global pool, on a larger test image it is a sliding local mean, as in
+    the original. Where the feature map is smaller than the window, the window shrinks to the map
+    (global pooling along that side). ``pool_size=None`` always pools globally.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        rates: Sequence[int],
+        pool_size: Sequence[int] | None,
+    ) -> None:
         super().__init__()
-        branches = [_conv_bn_relu(in_channels, out_channels, 1)]
-        branches += [_conv_bn_relu(in_channels, out_channels, 3, int(r)) for r in rates]
+        branches: list[nn.Module] = [ConvNorm(in_channels, out_channels, 1)]
+        branches += [SeparableConv(in_channels, out_channels, 3, int(r)) for r in rates]
         self.branches = nn.ModuleList(branches)
-        self.pool = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(in_channels, out_channels, 1),
-            nn.ReLU(inplace=True),
-        )
-        self.project = _conv_bn_relu(out_channels * (len(branches) + 1), out_channels, 1)
+        self.pooling_conv = nn.Conv2d(in_channels, out_channels, 1)
+        self.project = ConvNorm(out_channels * (len(branches) + 1), out_channels, 1)
+        size = [0, 0] if pool_size is None else [int(s) for s in pool_size]
+        if len(size) != 2 or min(size) < 0 or (pool_size is not None and min(size) < 1):
+            raise ValueError(f"pool_size must be two positive ints [h, w] or None, got {pool_size}")
+        self.pool_size: list[int] = size  # [0, 0]: global
+
+    def _pool(self, x: Tensor) -> Tensor:
+        """The image-pooling branch, resized to ``x``'s spatial size."""
+        height, width = x.shape[-2], x.shape[-1]
+        kh = height if self.pool_size[0] == 0 else min(self.pool_size[0], height)
+        kw = width if self.pool_size[1] == 0 else min(self.pool_size[1], width)
+        pooled = F.avg_pool2d(x, kernel_size=[kh, kw], stride=1)
+        pooled = F.relu(self.pooling_conv(pooled))
+        return _upsample(pooled, height, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return multi-scale context features at the input's resolution."""
+        """Multi-scale context features at the input's resolution."""
         outs = [branch(x) for branch in self.branches]
-        outs.append(self.pool(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
+        outs.append(self._pool(x))
         return self.project(torch.cat(outs, dim=1))
 
 
 class DeepLabDecoder(nn.Module):
-    """ASPP on res5, fuse projected res3 (stride 8) and res2 (stride 4), predict ``out_channels``.
+    """ASPP on res5, then fusion with projected res3 (stride 8) and res2 (stride 4) features.
 
-    The output has exactly the spatial size of res2, i.e. ``ceil(H/4) × ceil(W/4)`` for an
-    ``H × W`` input, whatever H and W are.
+    Returns ``channels`` features with exactly the spatial size of res2 (``ceil(H/4) ×
+    ceil(W/4)`` for an ``H × W`` input). The heads that turn them into logits are separate.
     """
 
     def __init__(
         self,
         in_channels: tuple[int, int, int],
-        out_channels: int,
-        aspp_rates: Sequence[int] = (6, 12, 18),
         channels: int = 256,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        pool_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         res2_ch, res3_ch, res5_ch = in_channels
-        proj3, proj2 = max(channels // 4, 8), max(channels // 8, 8)
-        self.aspp = ASPP(res5_ch, channels, aspp_rates)
-        self.project_res3 = _conv_bn_relu(res3_ch, proj3, 1)
-        self.fuse_res3 = _conv_bn_relu(channels + proj3, channels, 3)
-        self.project_res2 = _conv_bn_relu(res2_ch, proj2, 1)
-        self.fuse_res2 = _conv_bn_relu(channels + proj2, channels, 3)
-        self.head = nn.Sequential(
-            _conv_bn_relu(channels, channels, 3), nn.Conv2d(channels, out_channels, 1)
-        )
+        proj3, proj2 = max(channels // 4, 1), max(channels // 8, 1)
+        self.aspp = ASPP(res5_ch, channels, aspp_rates, pool_size)
+        self.project_res3 = ConvNorm(res3_ch, proj3, 1)
+        self.fuse_res3 = SeparableConv(proj3 + channels, channels, 5)
+        self.project_res2 = ConvNorm(res2_ch, proj2, 1)
+        self.fuse_res2 = SeparableConv(proj2 + channels, channels, 5)
 
     def forward(self, res2: Tensor, res3: Tensor, res5: Tensor) -> Tensor:
-        """Return logits ``[B, out_channels, h2, w2]`` at the resolution of ``res2``."""
+        """Decoder features ``[B, channels, h2, w2]`` at the resolution of ``res2``."""
         x = self.aspp(res5)
-        skip3 = self.project_res3(res3)
-        x = self.fuse_res3(torch.cat([_upsample_to(x, skip3), skip3], dim=1))
-        skip2 = self.project_res2(res2)
-        x = self.fuse_res2(torch.cat([_upsample_to(x, skip2), skip2], dim=1))
-        return self.head(x)
+        skip = self.project_res3(res3)
+        x = _upsample(x, skip.shape[-2], skip.shape[-1])
+        x = self.fuse_res3(torch.cat([skip, x], dim=1))
+        skip = self.project_res2(res2)
+        x = _upsample(x, skip.shape[-2], skip.shape[-1])
+        return self.fuse_res2(torch.cat([skip, x], dim=1))

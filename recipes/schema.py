@@ -54,15 +54,23 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone, decoders and the stride-4 edge distances of the AMWC grid graph."""
+    """The paper's network: backbone depth, decoder width, ASPP and the stride-4 edge distances.
+
+    ``aspp_pool_size`` is the ASPP image-pooling window [h, w] on the stride-``output_stride``
+    map, the training crop divided by the output stride in the original (null: global pooling).
+    ``size_divisibility`` pads inputs bottom/right to multiples of it (after normalisation).
+    ``backbone_weights`` is a backbone file (e.g. from ``cops import-checkpoint --backbone-only``);
+    without one the backbone starts from random weights.
+    """
 
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
     output_stride: Literal[8, 16] = 16
-    pretrained: bool = True
     backbone_weights: str | None = None
     edge_distances: list[int] = field(default_factory=lambda: [1, 4, 16, 32, 64])
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
+    aspp_pool_size: list[int] | None = None
     decoder_channels: int = 256
+    size_divisibility: int = 32
     sync_bn: bool = False
 
 
@@ -385,6 +393,22 @@ def _check_values(recipe: Recipe) -> None:
             len(recipe.model.edge_distances) > 0 and min(recipe.model.edge_distances) > 0,
             "model.edge_distances",
             "a non-empty list of positive integers",
+        ),
+        (
+            recipe.model.aspp_pool_size is None
+            or (len(recipe.model.aspp_pool_size) == 2 and min(recipe.model.aspp_pool_size) > 0),
+            "model.aspp_pool_size",
+            "[h, w] of positive integers, or null (global pooling)",
+        ),
+        (
+            recipe.model.decoder_channels >= 8 and recipe.model.decoder_channels % 8 == 0,
+            "model.decoder_channels",
+            "a positive multiple of 8",
+        ),
+        (
+            recipe.model.size_divisibility > 0 and recipe.model.size_divisibility % 4 == 0,
+            "model.size_divisibility",
+            "a positive multiple of 4 (the stride of the cost maps)",
         ),
         (0 < recipe.loss.semantic_top_k <= 1, "loss.semantic_top_k", "a fraction in (0, 1]"),
         (0 < recipe.loss.boundary_top_k <= 1, "loss.boundary_top_k", "a fraction in (0, 1]"),

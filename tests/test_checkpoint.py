@@ -13,15 +13,15 @@ import torchvision
 
 from cops.errors import CopsError
 from cops.files import atomic_save
-from cops.models import BackboneInitWarning, CopsNet, WeightsError
+from cops.models import BackboneInitWarning, SemanticBoundaryNet, WeightsError
 from cops.models.build import FORMAT, load_checkpoint, load_model_weights
 from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 
 
-def _net(num_classes: int = 3) -> CopsNet:
+def _net(num_classes: int = 3) -> SemanticBoundaryNet:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        return CopsNet(num_classes, [1, 2], "resnet18", aspp_rates=[1], decoder_channels=8)
+        return SemanticBoundaryNet(num_classes, [1, 2], "resnet18", aspp_rates=[1], decoder_channels=8)
 
 
 def _state(iteration: int) -> dict:

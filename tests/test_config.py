@@ -82,7 +82,7 @@ def test_overrides_are_typed_by_schema():
         ("train.iterations=1.5", "train.iterations: expected an integer"),
         ("model.backbone=resnet19", "model.backbone: expected one of"),
         ("data.crop_size=[1, x]", r"data.crop_size\[1\]: expected an integer"),
-        ("model.pretrained=3", "model.pretrained: expected true/false"),
+        ("model.sync_bn=3", "model.sync_bn: expected true/false"),
         ("data.crop_size=[0, 5]", "data.crop_size: expected two positive"),
         ("nokey", "expected key=value"),
         ("model.backbone.depth=3", "'backbone' is not a section"),

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cops.models import CopsNet, PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
+from cops.models import (
+    PretrainLoss,
+    SemanticBoundaryNet,
+    hard_boundary_bce,
+    hard_pixel_cross_entropy,
+)
 from cops.recipes.schema import LossConfig
 
 
@@ -186,7 +191,7 @@ def test_pretrain_loss_rejects_mismatched_shapes():
 def test_tiny_overfit_decreases_pretrain_loss():
     torch.manual_seed(0)
     distances = [1, 2]
-    net = CopsNet(3, distances, backbone="resnet18", decoder_channels=16)
+    net = SemanticBoundaryNet(3, distances, backbone="resnet18", decoder_channels=16)
     loss_fn = PretrainLoss(LossConfig())
     image = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, 3, (2, 8, 8))

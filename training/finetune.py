@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from cops.models import CopsNet
+    from cops.models import SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
 
 
@@ -136,7 +136,7 @@ def _schedule(recipe: Recipe) -> TrainConfig:
     )
 
 
-def _prepare(model: CopsNet, recipe: Recipe) -> CopsNet:
+def _prepare(model: SemanticBoundaryNet, recipe: Recipe) -> SemanticBoundaryNet:
     from cops.models import freeze_batchnorm
 
     if recipe.finetune.freeze_bn:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from cops.models import CopsNet, PretrainLoss
+    from cops.models import PretrainLoss, SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
 
 
@@ -37,7 +37,7 @@ def _schedule(recipe: Recipe) -> TrainConfig:
     return recipe.train
 
 
-def _prepare(model: CopsNet, recipe: Recipe) -> CopsNet:
+def _prepare(model: SemanticBoundaryNet, recipe: Recipe) -> SemanticBoundaryNet:
     model.costs.requires_grad_(False)  # the cost scalars are learnt in finetune-pq only
     return model
 

@@ -1,4 +1,10 @@
-"""The COPS network: a dilated ResNet with a semantic and a boundary DeepLabV3+ decoder."""
+"""The paper's network and its inference wrapper.
+
+:class:`SemanticBoundaryNet` is the COPS network layer for layer (DeepLab-stem ResNet, two
+DeepLabV3+ decoders, a semantic and a boundary head, the affine cost scalars), so the authors'
+released checkpoints load into it (:mod:`cops.models.original_import`). :class:`CostMapNet` wraps it
+into the one function inference and exports need: image → cost maps.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,17 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from cops.models.backbone import build_backbone
-from cops.models.costs import CostModel
+from cops.models.costs import AffineCosts
 from cops.models.decoder import DeepLabDecoder
+from cops.models.heads import BoundaryHead, SemanticHead
 
 if TYPE_CHECKING:
     from cops.recipes.schema import ModelConfig
 
-__all__ = ["CopsNet", "CostNet"]
+__all__ = ["CostMapNet", "SemanticBoundaryNet"]
 
 
-class CopsNet(nn.Module):
+class SemanticBoundaryNet(nn.Module):
     """Predict stride-4 semantic logits and pixel-pair boundary logits from a normalised image.
 
     ``forward`` returns ``{"semantic": [B, K, h, w], "boundary": [B, 2D, h, w]}`` with
@@ -26,7 +33,10 @@ class CopsNet(nn.Module):
     the vertical edge (y, x)-(y+d, x) and ``2i+1`` the horizontal edge (y, x)-(y, x+d) for
     ``d = edge_distances[i]``, stored at the source pixel (y, x); a high logit means "cut".
     ``costs`` holds the learnable scalars that turn logits into AMWC costs (trained only in
-    finetune-pq; pretraining freezes them).
+    finetune-pq; pretraining freezes them). ``decoder_channels`` sets the width of both decoders
+    and heads (256 in the paper; the narrow projections and classifiers scale with it).
+    ``aspp_pool_size`` is the image-pooling window on the stride-``output_stride`` map: the
+    training crop divided by the output stride in the original, ``None`` for a global pool.
     """
 
     def __init__(
@@ -37,7 +47,7 @@ class CopsNet(nn.Module):
         output_stride: int = 16,
         aspp_rates: Sequence[int] = (6, 12, 18),
         decoder_channels: int = 256,
-        pretrained: bool = False,
+        aspp_pool_size: Sequence[int] | None = None,
         weights_path: str | Path | None = None,
     ) -> None:
         super().__init__()
@@ -46,18 +56,21 @@ class CopsNet(nn.Module):
         distances = tuple(int(d) for d in edge_distances)
         if not distances or min(distances) < 1 or len(set(distances)) != len(distances):
             raise ValueError(f"edge_distances must be distinct positive ints, got {distances}")
+        if decoder_channels < 8 or decoder_channels % 8:
+            raise ValueError(f"decoder_channels must be a multiple of 8, got {decoder_channels}")
         self.num_classes = int(num_classes)
         self.edge_distances = distances
-        self.backbone = build_backbone(backbone, output_stride, pretrained, weights_path)
+        self.backbone = build_backbone(backbone, output_stride, weights_path)
         channels = self.backbone.channels
-        self.semantic_decoder = DeepLabDecoder(channels, num_classes, aspp_rates, decoder_channels)
-        self.boundary_decoder = DeepLabDecoder(
-            channels, 2 * len(distances), aspp_rates, decoder_channels
-        )
-        self.costs = CostModel(distances)
+        width = int(decoder_channels)
+        self.semantic_decoder = DeepLabDecoder(channels, width, aspp_rates, aspp_pool_size)
+        self.boundary_decoder = DeepLabDecoder(channels, width, aspp_rates, aspp_pool_size)
+        self.semantic_head = SemanticHead(width, width, num_classes)
+        self.boundary_head = BoundaryHead(width, num_classes, width, distances)
+        self.costs = AffineCosts(distances)
 
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> CopsNet:
+    def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> SemanticBoundaryNet:
         """Build the network of a recipe's ``model`` section for ``num_classes`` classes."""
         return cls(
             num_classes=num_classes,
@@ -66,7 +79,7 @@ class CopsNet(nn.Module):
             output_stride=model_cfg.output_stride,
             aspp_rates=model_cfg.aspp_rates,
             decoder_channels=model_cfg.decoder_channels,
-            pretrained=model_cfg.pretrained,
+            aspp_pool_size=model_cfg.aspp_pool_size,
             weights_path=model_cfg.backbone_weights,
         )
 
@@ -77,25 +90,25 @@ class CopsNet(nn.Module):
         computed inside forward so DDP sees the cost scalars as used parameters.
         """
         res2, res3, res5 = self.backbone(image)
-        out = {
-            "semantic": self.semantic_decoder(res2, res3, res5),
-            "boundary": self.boundary_decoder(res2, res3, res5),
-        }
+        semantic = self.semantic_head(self.semantic_decoder(res2, res3, res5))
+        boundary = self.boundary_head(self.boundary_decoder(res2, res3, res5), semantic)
+        out = {"semantic": semantic, "boundary": boundary}
         if costs:
-            out["node_costs"] = self.costs.node_costs(out["semantic"])
-            out["edge_costs"] = self.costs.edge_costs(out["boundary"])
+            out["node_costs"] = self.costs.node_costs(semantic)
+            out["edge_costs"] = self.costs.edge_costs(boundary)
         return out
 
 
-class CostNet(nn.Module):
-    """A :class:`CopsNet` and its cost scalars as one graph, for inference and export.
+class CostMapNet(nn.Module):
+    """A :class:`SemanticBoundaryNet` and its cost scalars as one graph: image → cost maps.
 
     ``forward(image)`` returns ``(node_costs [B, K, h, w], edge_costs [B, 2D, h, w],
     boundary_prob [B, 2D, h, w])``: the AMWC costs at stride 4 and the sigmoid boundary strength
-    that instance confidence scores are computed from.
+    that instance confidence scores are computed from. This is what inference runs and exports
+    contain.
     """
 
-    def __init__(self, net: CopsNet) -> None:
+    def __init__(self, net: SemanticBoundaryNet) -> None:
         super().__init__()
         self.net = net
 

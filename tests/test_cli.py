@@ -1,10 +1,7 @@
 """The `cops` command as a user runs it: a subprocess, its exit status and what it prints."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +10,7 @@ from cops import __version__
 from cops.datasets.panoptic_io import read_panoptic_png
 
 
-def cops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "120"}
-    return subprocess.run(
-        [sys.executable, "-m", "cops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-
-
-def test_help_lists_only_working_commands():
+def test_help_lists_only_working_commands(cops):
     out = cops("--help")
     assert out.returncode == 0
     assert "prepare-data" in out.stdout and "recipes" in out.stdout
@@ -38,6 +23,7 @@ def test_help_lists_only_working_commands():
         "export",
         "prepare-data",
         "recipes",
+        "bench",
     ]
     for sub in ("synthetic", "cityscapes", "coco"):
         help_out = cops("prepare-data", sub, "--help")
@@ -47,13 +33,13 @@ def test_help_lists_only_working_commands():
         assert help_out.returncode == 0 and "--" in help_out.stdout, command
 
 
-def test_version():
+def test_version(cops):
     out = cops("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"cops {__version__}"
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_dataset(cops, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "s"
     result = cops(
         "prepare-data",
@@ -87,7 +73,7 @@ def test_prepare_synthetic_writes_prepared_layout(tiny_dataset: Path):
     assert {s["id"] for s in ann["segments_info"]} == set(ids[ids > 0].tolist())
 
 
-def test_prepared_dataset_is_a_valid_coco_source(tiny_dataset: Path, tmp_path: Path):
+def test_prepared_dataset_is_a_valid_coco_source(cops, tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "c"
     result = cops("prepare-data", "coco", str(tiny_dataset), "--out", str(out), "--link", "copy")
     assert result.returncode == 0, result.stderr
@@ -98,7 +84,7 @@ def test_prepared_dataset_is_a_valid_coco_source(tiny_dataset: Path, tmp_path: P
     ]
 
 
-def test_quiet_prints_no_table(tmp_path: Path):
+def test_quiet_prints_no_table(cops, tmp_path: Path):
     result = cops(
         "--quiet",
         "prepare-data",
@@ -125,7 +111,7 @@ def test_quiet_prints_no_table(tmp_path: Path):
         (("recipes", "show", "synthetic", "--set", "model.backbon=resnet18"), "model.backbone"),
     ],
 )
-def test_bad_input_gives_one_clear_line(tmp_path: Path, args: tuple[str, ...], needle: str):
+def test_bad_input_gives_one_clear_line(cops, tmp_path: Path, args: tuple[str, ...], needle: str):
     args = tuple(a.format(missing=tmp_path / "missing", tmp=tmp_path) for a in args)
     result = cops(*args, "--out", str(tmp_path / "o")) if args[0] == "prepare-data" else cops(*args)
     assert result.returncode == 2
@@ -135,7 +121,7 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path, args: tuple[str, ...], n
     assert "Traceback" not in result.stderr
 
 
-def test_verbose_shows_traceback(tmp_path: Path):
+def test_verbose_shows_traceback(cops, tmp_path: Path):
     result = cops("-v", "prepare-data", "synthetic", "--preset", "huge", "--out", str(tmp_path))
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "DatasetError" in result.stderr

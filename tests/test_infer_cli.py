@@ -7,8 +7,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,13 +19,6 @@ from cops.training.checkpoint import LAST
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def cops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cops.cli", *args],
-        capture_output=True, text=True, env=ENV, cwd=cwd, check=False, timeout=600,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("infer")
@@ -36,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, root / "run" / LAST
 
 
-def test_evaluate_writes_metrics_equal_to_panopticapi(trained, tmp_path: Path):
+def test_evaluate_writes_metrics_equal_to_panopticapi(cops, trained, tmp_path: Path):
     data, ckpt = trained
     out = tmp_path / "eval"
     result = cops(
@@ -66,7 +57,7 @@ def test_evaluate_writes_metrics_equal_to_panopticapi(trained, tmp_path: Path):
             assert abs(mine / 100 - reference[theirs][key]) < 1e-9, (ours, key)
 
 
-def test_predict_folder_skips_bad_files_and_exits_nonzero(trained, tmp_path: Path):
+def test_predict_folder_skips_bad_files_and_exits_nonzero(cops, trained, tmp_path: Path):
     data, ckpt = trained
     photos = tmp_path / "photos"
     images = sorted((data / "images" / "val").iterdir())
@@ -90,7 +81,7 @@ def test_predict_folder_skips_bad_files_and_exits_nonzero(trained, tmp_path: Pat
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
 
 
-def test_export_then_predict_from_the_export_matches_the_checkpoint(trained, tmp_path: Path):
+def test_export_then_predict_from_the_export_matches_the_checkpoint(cops, trained, tmp_path: Path):
     data, ckpt = trained
     photos = data / "images" / "val"
     model = tmp_path / "model.pt"
@@ -112,7 +103,7 @@ def test_export_then_predict_from_the_export_matches_the_checkpoint(trained, tmp
         assert same.mean() >= 0.999
 
 
-def test_bad_invocations_get_one_clear_line(trained, tmp_path: Path):
+def test_bad_invocations_get_one_clear_line(cops, trained, tmp_path: Path):
     _, ckpt = trained
     missing = cops("evaluate", "--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "nope.pt: file not found" in missing.stderr

@@ -1,0 +1,89 @@
+"""`cops bench`: each benchmark runs on tiny sizes here, prints its table and writes its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cops.benchmarks import data, finetune, predict, train
+from cops.benchmarks import eval as eval_bench
+from cops.benchmarks.report import BenchResult
+from cops.datasets.synthetic import prepare_synthetic
+
+BENCHMARKS = ["solver", "predict", "train", "finetune", "eval", "data", "all"]
+
+
+def test_help_lists_every_benchmark(cops):
+    out = cops("bench", "--help")
+    assert out.returncode == 0
+    listed = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("│ ")]
+    assert [name for name in listed if name in BENCHMARKS] == BENCHMARKS
+    for name in BENCHMARKS:
+        sub = cops("bench", name, "--help")
+        assert sub.returncode == 0 and "--json" in sub.stdout, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_all_on_cuda_without_a_gpu_fails_with_one_line(cops):
+    out = cops("bench", "all", "--device", "cuda", "--quick")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no CUDA device" in out.stderr
+
+
+def test_data_table_and_json(cops, tmp_path: Path):
+    path = tmp_path / "bench.json"
+    args = ["--images", "3", "--height", "64", "--width", "96", "--repeats", "1", "-j", "1"]
+    out = cops("bench", "data", *args, "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "images/s" in out.stdout and "generate scenes" in out.stdout
+    figures = json.loads(path.read_text())["data"]["figures"]
+    assert figures["images"] == 3 and figures["generate_images_per_s"] > 0
+
+
+def _check(result: BenchResult, name: str) -> None:
+    assert result.name == name and result.rows and result.environment["cpus"]
+    assert all(len(row) == len(result.columns) for row in result.rows)
+    json.dumps(result.figures)  # machine-readable as it stands
+
+
+def test_eval_agrees_with_panopticapi():
+    result = eval_bench.run(images=4, height=64, width=96, workers=1, repeats=1)
+    _check(result, "eval")
+    assert result.figures["max_abs_difference"] <= 1e-9
+
+
+def test_predict_splits_seconds_by_stage():
+    result = predict.run(recipe="synthetic-tiny", height=64, width=96, images=2, device="cpu")
+    _check(result, "predict")
+    seconds = result.figures["seconds_per_image"]
+    assert set(seconds) == {"cnn", "solver", "rest", "total"}
+    assert seconds["total"] >= seconds["cnn"] > 0
+
+
+def test_train_reports_images_per_second():
+    result = train.run(recipe="synthetic-tiny", batch=2, steps=1, classes=5, device="cpu")
+    _check(result, "train")
+    assert result.figures["images_per_s"] > 0 and result.figures["batch"] == 2
+
+
+def test_finetune_splits_an_iteration(tmp_path: Path):
+    prepare_synthetic(tmp_path, preset="tiny", num_train=2, splits=("train",))
+    result = finetune.run(
+        recipe="synthetic-tiny",
+        data=tmp_path,
+        steps=1,
+        batch=1,
+        device="cpu",
+        overrides=["solver.num_samples=1"],
+    )
+    _check(result, "finetune")
+    seconds = result.figures["seconds_per_iteration"]
+    assert seconds["total"] >= seconds["forward solve"] > 0
+
+
+def test_data_generator_rates():
+    result = data.run(images=2, height=64, width=96, workers=1, repeats=1)
+    _check(result, "data")

@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import tomllib
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,24 +27,23 @@ def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
         check=True,
     )
     (wheel,) = tmp_path.glob("cops-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    for module in (
-        "cops/__init__.py",
-        "cops/app.py",
-        "cops/solver/__init__.py",
-        "cops/datasets/__init__.py",
-        "cops/models/__init__.py",
-        "cops/recipes/synthetic-tiny.yaml",
-        "cops/recipes/cityscapes-r50.yaml",
-    ):
-        assert module in names, module
+    names = set(zipfile.ZipFile(wheel).namelist())
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+    package_dir = config["tool"]["setuptools"]["package-dir"]
+    for package, folder in package_dir.items():  # every module of every sub-package
+        for source in (REPO / folder).rglob("*.py"):
+            inside = source.relative_to(REPO / folder).as_posix()
+            module = f"{package.replace('.', '/')}/{inside}"
+            assert module in names, module
+    for recipe in (REPO / "recipes").glob("*.yaml"):
+        assert f"cops/recipes/{recipe.name}" in names, recipe.name
     top_level = {n.split("/")[0] for n in names}
-    assert not top_level & {"datasets", "models", "solver", "recipes", "cops_cli", "tests"}
+    assert not top_level & {*package_dir.values(), "tests"} - {"cops"}
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import cops, cops.solver, cops.datasets, cops.models;"
+        "import cops, cops.solver, cops.datasets, cops.models, cops.training, cops.cli.app;"
         "from cops.recipes.schema import builtin_recipes;"
         "assert 'synthetic-tiny' in builtin_recipes();"
         "print(cops.__file__)"

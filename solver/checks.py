@@ -169,7 +169,7 @@ def check_feasible(edges: Any, labels: Any, components: Any, cut: Any, partition
         j = bad[0]
         raise ValueError(f"cut: edge {j} ({u[j]}-{v[j]}) splits stuff class {lab[u[j]]}")
     # Every component must be connected through its own (uncut) edges.
-    from cops.solver.amwc_cpu import connected_components
+    from cops.solver._cpu_structures import connected_components
 
     if int(connected_components(n, e, ~ct).max()) + 1 != num:
         raise ValueError("components: a component is not connected by uncut edges")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cops.solver.amwc_cpu import connected_components
+from cops.solver._cpu_structures import connected_components
 from cops.solver.checks import validate_instance
 
 MAX_EXACT_NODES = 16

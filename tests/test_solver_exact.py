@@ -7,7 +7,7 @@ import pytest
 
 from cops.benchmarks.solver import random_tiny_instance
 from cops.solver import check_feasible, grid_graph, solve_amwc
-from cops.solver.amwc_cpu import connected_components
+from cops.solver._cpu_structures import connected_components
 from cops.solver.exact import solve_amwc_exact
 
 pytest.importorskip("scipy")

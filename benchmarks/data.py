@@ -6,6 +6,7 @@ Each figure is the best of `repeats` runs, the least disturbed by other load on 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,9 +16,15 @@ from cops.datasets.synthetic import generate_scene, prepare_synthetic, scene_see
 
 
 def run(
-    images: int = 200, height: int = 256, width: int = 512, workers: int = 2, repeats: int = 3
+    images: int = 200,
+    height: int = 256,
+    width: int = 512,
+    workers: int | None = None,
+    repeats: int = 3,
 ) -> BenchResult:
-    """Time scene generation alone and the full prepare (generation + PNG + JSON writing)."""
+    """Time scene generation alone (one process) and the full prepare (generation + PNG + JSON
+    writing) with `workers` processes (default: all CPUs)."""
+    workers = workers or os.cpu_count() or 1
     generate, full = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -46,7 +53,7 @@ def run(
     }
     rows = [
         ["generate scenes (1 process)", figures["generate_images_per_s"]],
-        [f"prepare-data synthetic ({workers} workers)", figures["prepare_images_per_s"]],
+        [f"prepare-data synthetic ({workers} processes)", figures["prepare_images_per_s"]],
     ]
     title = f"synthetic data, {images} images {height}×{width}, best of {repeats}"
     return BenchResult("data", title, ["stage", "images/s"], rows, figures, environment())

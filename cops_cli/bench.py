@@ -6,6 +6,7 @@ Wiring only: each subcommand calls one function of :mod:`cops.benchmarks` and re
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -120,36 +121,29 @@ def finetune(
     _report([run(recipe, weights, data, steps, batch, device, set_ or [])], json)
 
 
-@app.command("eval")
-def eval_(
-    images: ImagesOpt = 200,
-    height: HeightOpt = 512,
-    width: WidthOpt = 1024,
-    workers: WorkersOpt = None,
-    repeats: RepeatsOpt = 3,
-    json: JsonOpt = None,
-) -> None:
-    """PQ evaluation seconds per 1000 images, ours against panopticapi on the same files."""
-    from cops.benchmarks.eval import run
+def _file_bench(name: str, height: int, width: int, summary: str) -> None:
+    """Register `cops bench NAME`: a benchmark of `images` synthetic images of a size, run by
+    `workers` processes, best of `repeats` (the eval and data benchmarks share these options)."""
 
-    _report([run(images, height, width, workers, repeats)], json)
+    def command(
+        images: ImagesOpt = 200,
+        height: HeightOpt = height,
+        width: WidthOpt = width,
+        workers: WorkersOpt = None,
+        repeats: RepeatsOpt = 3,
+        json: JsonOpt = None,
+    ) -> None:
+        run = importlib.import_module(f"cops.benchmarks.{name}").run
+        _report([run(images, height, width, workers, repeats)], json)
+
+    command.__doc__ = summary
+    app.command(name)(command)
 
 
-@app.command("data")
-def data(
-    images: ImagesOpt = 200,
-    height: HeightOpt = 256,
-    width: WidthOpt = 512,
-    workers: WorkersOpt = None,
-    repeats: RepeatsOpt = 3,
-    json: JsonOpt = None,
-) -> None:
-    """Synthetic data generation images/s, alone and with writing the prepared files."""
-    import os
-
-    from cops.benchmarks.data import run
-
-    _report([run(images, height, width, workers or os.cpu_count() or 1, repeats)], json)
+_file_bench("eval", 512, 1024, "PQ evaluation seconds per 1000 images, ours against panopticapi's.")
+_file_bench(
+    "data", 256, 512, "Synthetic data generation images/s, alone and with writing the files."
+)
 
 
 @app.command("all")

@@ -37,9 +37,9 @@ def finetune_pq(
     weights: WeightsOpt = None,
     data: DataOpt = None,
     out: FinetuneOutOpt = None,
-    set_: SetOpt = None,
+    overrides: SetOpt = None,
     device: DeviceOpt = "auto",
-    nproc_per_node: NprocOpt = "1",
+    nproc: NprocOpt = "1",
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
 ) -> None:
@@ -57,16 +57,4 @@ def finetune_pq(
             "--weights: fine-tuning starts from a pretrained checkpoint (cops pretrain ...); "
             "pass --weights runs/NAME/last.pt, or --resume to continue a fine-tuning run"
         )
-    train_phase(
-        FINETUNE,
-        out_suffix="-ft",
-        recipe=recipe,
-        data=data,
-        out=out,
-        overrides=set_,
-        device=device,
-        nproc=nproc_per_node,
-        resume=resume,
-        seed=seed,
-        weights=weights,
-    )
+    train_phase(FINETUNE, out_suffix="-ft", **locals())  # the options under their resolve_run names

@@ -53,10 +53,19 @@ def _check_link(value: str) -> str:
     return value
 
 
-def _run(out: Path, convert: Callable[..., list[SplitSummary]]) -> None:
-    """Run a converter with a progress bar, then print and save the per-split summary."""
+def _convert(
+    out: Path,
+    convert: Callable[..., list[SplitSummary]],
+    *args: object,
+    splits: str,
+    workers: int | None,
+    **options: object,
+) -> None:
+    """Run a converter on the checked options with a progress bar; report and save its summary."""
     with split_progress() as progress:
-        summaries = convert(progress=progress)
+        summaries = convert(
+            *args, splits=_splits(splits), workers=_workers(workers), progress=progress, **options
+        )
     report_summary(out, summaries)
 
 
@@ -103,20 +112,18 @@ def synthetic(
     """Generate the embedded synthetic street-scene dataset (no download needed)."""
     from cops.datasets.synthetic import prepare_synthetic
 
-    _run(
+    _convert(
         out,
-        lambda progress: prepare_synthetic(
-            out,
-            preset=preset,
-            num_train=num_train,
-            num_val=num_val,
-            seed=seed,
-            height=height,
-            width=width,
-            splits=_splits(splits),
-            workers=_workers(workers),
-            progress=progress,
-        ),
+        prepare_synthetic,
+        out,
+        splits=splits,
+        workers=workers,
+        preset=preset,
+        num_train=num_train,
+        num_val=num_val,
+        seed=seed,
+        height=height,
+        width=width,
     )
 
 
@@ -131,16 +138,8 @@ def cityscapes(
     """Convert Cityscapes (19 evaluation classes) as the official createPanopticImgs does."""
     from cops.datasets.cityscapes import prepare_cityscapes
 
-    _run(
-        out,
-        lambda progress: prepare_cityscapes(
-            root,
-            out,
-            splits=_splits(splits),
-            workers=_workers(workers),
-            progress=progress,
-            link=_check_link(link),
-        ),
+    _convert(
+        out, prepare_cityscapes, root, out, splits=splits, workers=workers, link=_check_link(link)
     )
 
 
@@ -176,17 +175,15 @@ def coco(
     """
     from cops.datasets.coco import prepare_coco
 
-    _run(
+    _convert(
         out,
-        lambda progress: prepare_coco(
-            root,
-            out,
-            splits=_splits(splits),
-            workers=_workers(workers),
-            progress=progress,
-            link=_check_link(link),
-            annotations=annotations,
-            panoptic_dir=panoptic_dir,
-            images_dir=images_dir,
-        ),
+        prepare_coco,
+        root,
+        out,
+        splits=splits,
+        workers=workers,
+        link=_check_link(link),
+        annotations=annotations,
+        panoptic_dir=panoptic_dir,
+        images_dir=images_dir,
     )

@@ -24,9 +24,9 @@ def pretrain(
     recipe: RecipeOpt = None,
     data: DataOpt = None,
     out: OutOpt = None,
-    set_: SetOpt = None,
+    overrides: SetOpt = None,
     device: DeviceOpt = "auto",
-    nproc_per_node: NprocOpt = "1",
+    nproc: NprocOpt = "1",
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
     weights: WeightsOpt = None,
@@ -37,15 +37,4 @@ def pretrain(
 
     Several machines: torchrun --nnodes N --nproc-per-node G ... -m cops.cli pretrain ...
     """
-    train_phase(
-        PRETRAIN,
-        recipe=recipe,
-        data=data,
-        out=out,
-        overrides=set_,
-        device=device,
-        nproc=nproc_per_node,
-        resume=resume,
-        seed=seed,
-        weights=weights,
-    )
+    train_phase(PRETRAIN, **locals())  # the options under their resolve_run names

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cops.training.phase import Phase
+from cops.training.pretrain import pixel_losses
 
 if TYPE_CHECKING:
     import torch
@@ -109,14 +110,7 @@ class PQObjective:
         loss = self.finetune.pq_weight * pq_loss
         logged = {"pq_loss": pq_loss.detach(), **parts}
         if self.pixel_loss is not None:
-            pixel, pixel_parts = self.pixel_loss(
-                out["semantic"],
-                batch["semantic_s4"],
-                batch["weights_s4"],
-                out["boundary"],
-                batch["cut_targets"],
-                batch["cut_weights"],
-            )
+            pixel, pixel_parts = pixel_losses(self.pixel_loss, out, batch)
             loss = loss + self.finetune.pixel_loss_weight * pixel
             logged.update(pixel_parts)
         seconds = [cnn, solve, time.perf_counter() - tick]

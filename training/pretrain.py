@@ -22,15 +22,21 @@ class PixelObjective:
         self.criterion = criterion
 
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        out = model(batch["image"])
-        return self.criterion(
-            out["semantic"],
-            batch["semantic_s4"],
-            batch["weights_s4"],
-            out["boundary"],
-            batch["cut_targets"],
-            batch["cut_weights"],
-        )
+        return pixel_losses(self.criterion, model(batch["image"]), batch)
+
+
+def pixel_losses(
+    criterion: PretrainLoss, out: dict[str, Tensor], batch: dict[str, Any]
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """`criterion` on the network outputs `out` against the batch's stride-4 targets and weights."""
+    return criterion(
+        out["semantic"],
+        batch["semantic_s4"],
+        batch["weights_s4"],
+        out["boundary"],
+        batch["cut_targets"],
+        batch["cut_weights"],
+    )
 
 
 def _schedule(recipe: Recipe) -> TrainConfig:

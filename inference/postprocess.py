@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cops.inference.prediction import PanopticPrediction
+from cops.inference.result import PanopticPrediction
 from cops.solver import edge_maps_to_costs, grid_graph
 
 VOID_SEMANTIC = 255

@@ -23,7 +23,7 @@ from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_from_checkpoint
 from cops.inference.postprocess import postprocess
-from cops.inference.prediction import PanopticPrediction
+from cops.inference.result import PanopticPrediction
 from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

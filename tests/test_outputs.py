@@ -17,7 +17,7 @@ from cops.datasets.panoptic_io import read_image, read_panoptic_png
 from cops.errors import CopsError, DatasetError
 from cops.inference.image_files import IMAGE_SUFFIXES, find_images
 from cops.inference.outputs import PredictionWriter, render_overlay
-from cops.inference.prediction import PanopticPrediction
+from cops.inference.result import PanopticPrediction
 
 CLASSES = {
     "names": ["road", "sky", "car", "person"],

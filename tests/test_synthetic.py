@@ -16,7 +16,7 @@ from cops.datasets.synthetic import (
     prepare_synthetic,
     scene_seed,
 )
-from cops.datasets.synthetic_scene import THING_BASE, min_thing_area
+from cops.datasets.street_scene import THING_BASE, min_thing_area
 from cops.errors import DatasetError
 
 CATEGORIES = {c.id: c for c in SYNTHETIC_CATEGORIES}

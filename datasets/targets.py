@@ -37,6 +37,13 @@ class TargetConfig:
     crowd_weight: float = 0.0
     boundary_thing_weight: float = 1.0
     """Cut weight of edges with a non-crowd thing pixel at either end; 1 weighs all edges alike."""
+    semantic_thing_weighting: bool = True
+    """Whether a thing pixel's semantic weight includes ``thing_weight`` (the paper: only small
+    instances are weighted there, by ``small_instance_weight``)."""
+    boundary_pixel_weights: bool = False
+    """The paper's cut weights: an edge weighs the larger of its end pixels' boundary weights,
+    ``thing_weight`` on thing pixels times ``small_instance_weight`` on small instances, 1 on
+    stuff (``boundary_thing_weight`` is then unused). False: every supervised edge weighs 1."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "edge_distances", tuple(int(d) for d in self.edge_distances))
@@ -92,6 +99,7 @@ def make_targets(
     # Per-segment lookup tables; entry n stands for void.
     train = np.full(n + 1, IGNORE_LABEL, dtype=np.int64)
     weight = np.zeros(n + 1, dtype=np.float32)
+    edge_pixel = np.ones(n + 1, dtype=np.float32)  # boundary weight of a pixel (paper weights)
     cut_valid = np.zeros(n + 1, dtype=bool)
     thing = np.zeros(n + 1, dtype=bool)
     for k, seg in enumerate(segments):
@@ -100,8 +108,12 @@ def make_targets(
             weight[k] = config.crowd_weight
         elif seg["isthing"]:
             thing[k] = True
-            small = seg["area"] < config.small_instance_area
-            weight[k] = config.thing_weight * (config.small_instance_weight if small else 1.0)
+            small_factor = (
+                config.small_instance_weight if seg["area"] < config.small_instance_area else 1.0
+            )
+            thing_factor = config.thing_weight if config.semantic_thing_weighting else 1.0
+            weight[k] = thing_factor * small_factor
+            edge_pixel[k] = config.thing_weight * small_factor
             cut_valid[k] = True
         else:
             weight[k] = 1.0
@@ -114,6 +126,7 @@ def make_targets(
     index_s = index[np.ix_(rows, cols)]
     valid_s = cut_valid[index_s]
     weighted_s = thing[index_s] if config.boundary_thing_weight != 1.0 else None
+    edge_pixel_s = edge_pixel[index_s] if config.boundary_pixel_weights else None
     h, w = index_s.shape
     cut_targets = np.zeros((2 * len(config.edge_distances), h, w), dtype=np.float32)
     cut_weights = np.zeros_like(cut_targets)
@@ -126,7 +139,9 @@ def make_targets(
             out = (channel, *src)
             cut_targets[out] = index_s[src] != index_s[dst]
             edge_weight = (valid_s[src] & valid_s[dst]).astype(np.float32)
-            if weighted_s is not None:
+            if edge_pixel_s is not None:
+                edge_weight *= np.maximum(edge_pixel_s[src], edge_pixel_s[dst])
+            elif weighted_s is not None:
                 either_thing = weighted_s[src] | weighted_s[dst]
                 edge_weight *= np.where(either_thing, config.boundary_thing_weight, 1.0)
             cut_weights[out] = edge_weight

@@ -60,23 +60,32 @@ def hard_pixel_cross_entropy(
 
 
 def hard_boundary_bce(
-    logits: Tensor, target: Tensor, weights: Tensor, top_k: float = 0.25
+    logits: Tensor, target: Tensor, weights: Tensor, top_k: float = 0.25, per_map: bool = False
 ) -> Tensor:
     """Weighted binary cross-entropy of cut logits averaged over the worst ``top_k`` valid edges.
 
     ``logits``, ``target`` (1 = cut, 0 = joined) and ``weights`` are ``[B, 2D, h, w]``; edges with
-    weight ≤ 0 (void, or partner outside the image) do not count. Computed in float32.
+    weight ≤ 0 (void, or partner outside the image) do not count. Computed in float32. With
+    ``per_map`` (the paper) each channel, one (distance, direction), is mined and averaged on its
+    own and the 2D terms are summed: long-distance edges, which are few and mostly easy, keep a
+    term of their own instead of being outvoted by the distance-1 maps.
     """
     edge = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    return _top_k_mean(edge * weights, weights > 0, top_k)
+    weighted, valid = edge * weights, weights > 0
+    if not per_map:
+        return _top_k_mean(weighted, valid, top_k)
+    terms = [_top_k_mean(weighted[:, c], valid[:, c], top_k) for c in range(weighted.shape[1])]
+    return torch.stack(terms).sum()
 
 
 class PretrainLoss(nn.Module):
     """``semantic_weight · semantic CE + boundary_weight · boundary BCE`` from a recipe's ``loss``.
 
-    Targets are expected at the logits' stride 4. Semantic targets at another size (e.g. full
-    resolution) are supported by bilinearly upsampling the logits to them; cut targets must match
-    the boundary logits exactly, as edge distances are defined on the stride-4 grid.
+    Targets are expected at the logits' stride 4. Semantic targets at another size (full
+    resolution, ``loss.semantic_resolution: full``, the paper) are scored by bilinearly upsampling
+    the logits to them; cut targets must match the boundary logits exactly, as edge distances are
+    defined on the stride-4 grid. ``loss.boundary_terms`` picks one term per edge map (the paper)
+    or one pooled term.
     """
 
     def __init__(self, loss_cfg: LossConfig) -> None:
@@ -87,6 +96,8 @@ class PretrainLoss(nn.Module):
         self.boundary_weight = float(loss_cfg.boundary_weight)
         self.semantic_top_k = float(loss_cfg.semantic_top_k)
         self.boundary_top_k = float(loss_cfg.boundary_top_k)
+        self.per_map = loss_cfg.boundary_terms == "per_map"
+        self.semantic_resolution = loss_cfg.semantic_resolution
 
     def forward(
         self,
@@ -118,6 +129,8 @@ class PretrainLoss(nn.Module):
         semantic = hard_pixel_cross_entropy(
             semantic_logits, semantic_target, semantic_weights, self.semantic_top_k
         )
-        boundary = hard_boundary_bce(boundary_logits, cut_target, cut_weights, self.boundary_top_k)
+        boundary = hard_boundary_bce(
+            boundary_logits, cut_target, cut_weights, self.boundary_top_k, self.per_map
+        )
         total = self.semantic_weight * semantic + self.boundary_weight * boundary
         return total, {"semantic": semantic.detach(), "boundary": boundary.detach()}

@@ -28,18 +28,33 @@ Definitions, per image, with pixel weights ``w`` (0 = ignored: void and crowd):
 With binary masks, ``β → ∞``, ``eps → 0`` and ``area_slope → ∞`` every soft quantity becomes
 its hard counterpart (``t → [IoU > 0.5]``, ``a_p → [size ≥ min_area]``) and the surrogate is the
 COCO panoptic PQ of the image (pixels of weight 0 leave every area, like panopticapi's void).
-The hard version is returned alongside as ``"pq"``.
+The hard version is returned alongside as ``"pq"``. This is ``mode="exact"``.
+
+``mode="paper"`` is the original COPS surrogate, kept exactly for reproduction:
+
+- soft IoU ``(I + 0.1) / (U + 0.1)`` over the weighted pixels; ``a_p`` uses the weighted area;
+- per class, a Hungarian assignment on IoU alone pairs ``min(|P_k|, |G_k|)`` segments, whatever
+  their overlap (all possible pairs are matched);
+- ``TP = Σ_matched t·a_p``, ``FN = Σ_{G_k} (1 − t)`` (``t = 0`` for an unmatched gt),
+  ``FP = Σ_unmatched a_p`` (a matched prediction is never a false positive),
+  numerator ``Σ_matched IoU·t·a_p``, denominator ``TP + ½FP + ½FN``;
+- numerators and denominators are summed per class over the whole *batch*, each class scores
+  ``(num + 0.1) / (den + 0.1)``, and the loss is 1 − the mean over the classes present in the
+  batch (a gt segment or a prediction of the class).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 IGNORE = 255
+PAPER_SMOOTH = 0.1
+"""The original's smoothing constant of soft IoU and of the per-class PQ ratio."""
 
 
 class PQSurrogateLoss(nn.Module):
@@ -53,9 +68,13 @@ class PQSurrogateLoss(nn.Module):
         stuff_min_area: float = 0.0,
         area_slope: float = 0.1,
         eps: float = 1e-6,
+        mode: Literal["exact", "paper"] = "exact",
     ) -> None:
         """``isthing`` per train id; min areas in pixels of the masks (not input pixels)."""
         super().__init__()
+        if mode not in ("exact", "paper"):
+            raise ValueError(f"mode: expected 'exact' or 'paper', got {mode!r}")
+        self.mode = mode
         flags = torch.as_tensor([bool(x) for x in isthing], dtype=torch.bool)
         if flags.ndim != 1 or flags.numel() == 0:
             raise ValueError(f"isthing: expected a non-empty sequence of flags, got {isthing!r}")
@@ -93,12 +112,16 @@ class PQSurrogateLoss(nn.Module):
         self._check(masks, classes, gt_panoptic, gt_semantic, weights)
         hard_masks = (masks.detach() > 0.5).to(masks.dtype)
         classes = classes.long()
-        soft, hard = [], []
+        soft, hard, pooled = [], [], []
         for b in range(masks.shape[0]):
             gt = _GroundTruth.of(gt_panoptic[b], gt_semantic[b], weights[b], masks.dtype)
-            soft.append(self._image_pq(masks[b], classes[b], weights[b], gt, hard=False))
+            if self.mode == "paper":
+                pooled.append(self._paper_counts(masks[b], classes[b], weights[b], gt))
+            else:
+                soft.append(self._image_pq(masks[b], classes[b], weights[b], gt, hard=False))
             hard.append(self._image_pq(hard_masks[b], classes[b], weights[b], gt, hard=True))
-        soft_pq, pq = _mean_defined(soft), _mean_defined(hard)
+        soft_pq = _pooled_pq(pooled) if self.mode == "paper" else _mean_defined(soft)
+        pq = _mean_defined(hard)
         loss = masks.sum() * 0.0 if soft_pq is None else 1.0 - soft_pq
         nan = masks.new_tensor(float("nan"))
         return loss, {
@@ -158,6 +181,52 @@ class PQSurrogateLoss(nn.Module):
         denominator = 0.5 * (sum_large + num_gt) + eps
         pq = numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
         return pq[present].sum() / total
+
+    def _paper_counts(
+        self, masks: Tensor, classes: Tensor, weights: Tensor, gt: _GroundTruth
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-class numerator, denominator and presence of one image (paper mode, module doc)."""
+        k = self.num_classes
+        weighted = masks * weights.unsqueeze(1)
+        pred_area = weighted.sum(0)
+        keep = classes >= 0
+        pred_class, pred_area = classes[keep], pred_area[keep]
+        inter = weighted.new_zeros(gt.num_segments + 1, masks.shape[1])
+        inter = inter.index_add(0, gt.index, weighted)[: gt.num_segments, keep]
+        union = gt.area.unsqueeze(1) + pred_area.unsqueeze(0) - inter
+        iou = (inter + PAPER_SMOOTH) / (union + PAPER_SMOOTH)
+        tiny = torch.finfo(iou.dtype).eps
+        clamped = iou.clamp(tiny, 1.0 - tiny)
+        t = torch.sigmoid(self.beta * (torch.log(clamped) - torch.log1p(-clamped)))
+        min_area = torch.where(
+            self.isthing.to(pred_class.device)[pred_class],
+            self.thing_min_area,
+            self.stuff_min_area,
+        ).to(pred_area.dtype)
+        fg = torch.sigmoid(self.area_slope * (pred_area - min_area))
+        rows_all, cols_all = [], []
+        iou_np = iou.detach().cpu().numpy()
+        gt_class_np, pred_class_np = gt.classes.cpu().numpy(), pred_class.cpu().numpy()
+        for c in set(gt_class_np.tolist()) & set(pred_class_np.tolist()):
+            gts = (gt_class_np == c).nonzero()[0]
+            preds = (pred_class_np == c).nonzero()[0]
+            rows, cols = linear_sum_assignment(iou_np[gts][:, preds], maximize=True)
+            rows_all.extend(gts[rows].tolist())
+            cols_all.extend(preds[cols].tolist())
+        rows_t = torch.as_tensor(rows_all, dtype=torch.long, device=iou.device)
+        cols_t = torch.as_tensor(cols_all, dtype=torch.long, device=iou.device)
+        t_pair, fg_pair = t[rows_t, cols_t], fg[cols_t]
+        pair_class = pred_class[cols_t]
+        zeros = iou.new_zeros(k)
+        tp = zeros.index_add(0, pair_class, t_pair * fg_pair)
+        num = zeros.index_add(0, pair_class, iou[rows_t, cols_t] * t_pair * fg_pair)
+        num_gt = torch.bincount(gt.classes, minlength=k).to(iou.dtype)
+        fn = num_gt - zeros.index_add(0, pair_class, t_pair)
+        matched = torch.zeros_like(fg, dtype=torch.bool)
+        matched[cols_t] = True
+        fp = zeros.index_add(0, pred_class, torch.where(matched, 0.0, fg))
+        present = (num_gt > 0) | (torch.bincount(pred_class, minlength=k) > 0)
+        return num, tp + 0.5 * fp + 0.5 * fn, present
 
     def _check(
         self,
@@ -237,6 +306,18 @@ class _GroundTruth:
         count = int(valid.sum())
         row_of_pixel = torch.where(valid[index], rows[index], count)
         return cls(row_of_pixel, hi[valid], area[valid], count)
+
+
+def _pooled_pq(counts: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor | None:
+    """The paper's batch PQ: per-class sums over images, smoothed ratio, mean over present."""
+    if not counts:
+        return None
+    num = torch.stack([c[0] for c in counts]).sum(0)
+    den = torch.stack([c[1] for c in counts]).sum(0)
+    present = torch.stack([c[2] for c in counts]).any(0)
+    if not bool(present.any()):
+        return None
+    return ((num + PAPER_SMOOTH) / (den + PAPER_SMOOTH))[present].mean()
 
 
 def _mean_defined(values: list[Tensor | None]) -> Tensor | None:

@@ -76,7 +76,18 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Per-pixel pretraining losses and the per-pixel weights built into the targets."""
+    """Per-pixel pretraining losses and the per-pixel weights built into the targets.
+
+    Defaults are the paper's (DESIGN §4). ``semantic_resolution``: ``full`` upsamples the stride-4
+    logits to the input resolution for the cross-entropy (the paper), ``stride4`` scores the
+    stride-4 samples. ``semantic_thing_weighting``: whether thing pixels weigh ``thing_weight`` in
+    the semantic loss too (the paper weighs only small instances there). ``boundary_terms``:
+    ``per_map`` is one hard-mined BCE per (distance, direction), each with its own top-k, summed
+    (the paper); ``pooled`` mines all edge maps together as one term. ``boundary_weights``:
+    ``pixel`` gives an edge the larger of its two end pixels' weights (thing × ``thing_weight``,
+    small instance × ``small_instance_weight``, the paper); ``binary`` gives every supervised
+    edge weight 1.
+    """
 
     semantic_weight: float = 1.0
     semantic_top_k: float = 0.2
@@ -85,6 +96,24 @@ class LossConfig:
     thing_weight: float = 4.0
     small_instance_area: int = 4096
     small_instance_weight: float = 3.0
+    semantic_resolution: Literal["full", "stride4"] = "full"
+    semantic_thing_weighting: bool = False
+    boundary_terms: Literal["per_map", "pooled"] = "per_map"
+    boundary_weights: Literal["pixel", "binary"] = "pixel"
+
+
+@dataclass
+class ParamGroupConfig:
+    """One learning-rate group: parameters whose name matches a pattern train at ``lr_scale``·lr.
+
+    A pattern is a dotted module or parameter name (``semantic_head.classifier``), optionally with
+    ``*`` wildcards (``boundary_head.classifiers.*.2``); it matches the parameter itself and
+    everything below it.
+    """
+
+    name: str = "group"
+    modules: list[str] = field(default_factory=list)
+    lr_scale: float = 1.0
 
 
 @dataclass
@@ -112,6 +141,10 @@ class TrainConfig:
     log_every: int = 20
     val_every: int = 1000
     val_images: int | None = None
+    frozen: list[str] = field(default_factory=list)
+    """Parameter-name patterns (as in :class:`ParamGroupConfig`) that do not train at all."""
+    param_groups: list[ParamGroupConfig] = field(default_factory=list)
+    """Learning-rate groups; the first matching group wins, unmatched parameters train at lr."""
 
 
 @dataclass
@@ -124,9 +157,38 @@ class SolverConfig:
     num_samples: int = 5
 
 
+def _paper_frozen() -> list[str]:
+    """What the paper's fine-tuning freezes: the backbone and both decoders (ASPP + fusion)."""
+    return ["backbone", "semantic_decoder", "boundary_decoder"]
+
+
+def _paper_param_groups() -> list[ParamGroupConfig]:
+    """The paper's fine-tuning rates (LEARNING_RATE_REDUCTION_PER_STAGE 20): each stage further
+    from the costs trains 20 times slower; the cost scalars train at the full rate."""
+    return [
+        ParamGroupConfig("semantic_head", ["semantic_head.convs"], 1 / 40),
+        ParamGroupConfig("semantic_predictor", ["semantic_head.classifier"], 1 / 20),
+        ParamGroupConfig("boundary_head", ["boundary_head.trunk"], 1 / 60),
+        ParamGroupConfig("boundary_predictor_last", ["boundary_head.classifiers.*.2"], 1 / 20),
+        ParamGroupConfig("boundary_predictor", ["boundary_head.classifiers"], 1 / 40),
+        ParamGroupConfig("costs", ["costs"], 1.0),
+    ]
+
+
 @dataclass
 class FinetuneConfig:
-    """End-to-end fine-tuning on the smooth panoptic-quality loss (DESIGN §6)."""
+    """End-to-end fine-tuning on the smooth panoptic-quality loss (DESIGN §6).
+
+    Defaults are the paper's. ``frozen``/``param_groups`` become the training engine's (see
+    :class:`TrainConfig`); empty lists train everything at ``lr`` (``--set finetune.frozen=[]
+    --set finetune.param_groups=[]``). ``amp``: bf16/fp16 autocast on CUDA (the paper trains in
+    fp32). ``weights``: ``binary`` gives the PQ loss and the solver's gradient weight 0 on void
+    and crowd, 1 elsewhere (the paper); ``pixel`` uses the pretraining pixel weights (thing ×4,
+    small instances heavier). ``surrogate``: ``paper`` is the original PQ surrogate (batch-pooled
+    per class, smoothed by 0.1; :mod:`cops.models.pq_loss`), ``exact`` ours, whose hard limit is
+    the exact PQ of each image. ``cost_dropout`` drops edge costs, ``node_dropout`` whole nodes
+    (every class cost of a pixel) while training.
+    """
 
     iterations: int = 20000
     batch_size: int = 24
@@ -138,6 +200,13 @@ class FinetuneConfig:
     freeze_bn: bool = True
     cost_dropout: float = 0.1
     """Dropout rate on the edge costs fed to the solver during fine-tuning (0 = off)."""
+    node_dropout: float = 0.1
+    """Dropout rate on whole nodes (all class costs of a pixel set to 0) during fine-tuning."""
+    amp: bool = False
+    weights: Literal["binary", "pixel"] = "binary"
+    surrogate: Literal["paper", "exact"] = "paper"
+    frozen: list[str] = field(default_factory=_paper_frozen)
+    param_groups: list[ParamGroupConfig] = field(default_factory=_paper_param_groups)
 
 
 @dataclass
@@ -440,6 +509,12 @@ def _check_values(recipe: Recipe) -> None:
         (recipe.finetune.lr > 0, "finetune.lr", "a positive number"),
         (recipe.finetune.beta > 0, "finetune.beta", "a positive number"),
         (0 <= recipe.finetune.cost_dropout < 1, "finetune.cost_dropout", "a number in [0, 1)"),
+        (0 <= recipe.finetune.node_dropout < 1, "finetune.node_dropout", "a number in [0, 1)"),
+        (
+            all(g.lr_scale > 0 for g in recipe.train.param_groups + recipe.finetune.param_groups),
+            "train/finetune.param_groups[].lr_scale",
+            "positive numbers",
+        ),
         (
             recipe.finetune.pq_weight >= 0 and recipe.finetune.pixel_loss_weight >= 0,
             "finetune.pq_weight/pixel_loss_weight",

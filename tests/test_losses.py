@@ -154,7 +154,7 @@ def test_pretrain_loss_combines_components():
     b_logits, cut, cut_w = _boundary_batch(shape=(2, 4, 5, 6))
     total, parts = loss(sem_logits, target, weights, b_logits, cut, cut_w)
     sem = hard_pixel_cross_entropy(sem_logits, target, weights, 0.3)
-    bnd = hard_boundary_bce(b_logits, cut, cut_w, 0.25)
+    bnd = hard_boundary_bce(b_logits, cut, cut_w, 0.25, per_map=True)  # the paper's default
     torch.testing.assert_close(total, 2.0 * sem + 0.5 * bnd)
     assert set(parts) == {"semantic", "boundary"}
     torch.testing.assert_close(parts["semantic"], sem.detach())
@@ -213,3 +213,35 @@ def test_tiny_overfit_decreases_pretrain_loss():
         history.append(total.item())
     assert all(math.isfinite(v) for v in history)
     assert history[-1] < 0.5 * history[0]
+
+
+def test_paper_boundary_loss_has_one_term_per_distance_and_direction():
+    """``per_map``: each (distance, direction) channel is mined on its own, the terms summed."""
+    logits, target, weights = _boundary_batch(shape=(2, 4, 5, 6))
+    got = hard_boundary_bce(logits, target, weights, top_k=0.25, per_map=True)
+    terms = [
+        hard_boundary_bce(logits[:, c : c + 1], target[:, c : c + 1], weights[:, c : c + 1], 0.25)
+        for c in range(4)
+    ]
+    torch.testing.assert_close(got, torch.stack(terms).sum())
+    pooled = hard_boundary_bce(logits, target, weights, top_k=0.25)
+    assert not torch.allclose(got, pooled)  # the two modes differ on this batch
+    # Each term is that channel's own mean: scaling one channel's BCE scales only its term.
+    one = torch.zeros(1, 4, 1, 2)
+    channel_weights = torch.zeros(1, 4, 1, 2)
+    channel_weights[0, 0] = 1.0  # channel 0 has two edges, channel 3 one edge
+    channel_weights[0, 3, 0, 0] = 1.0
+    bce0 = math.log(2.0)  # logit 0 against target 0
+    total = hard_boundary_bce(one, one, channel_weights, top_k=1.0, per_map=True)
+    torch.testing.assert_close(total, torch.tensor(2 * bce0))
+    pooled_one = hard_boundary_bce(one, one, channel_weights, top_k=1.0)
+    torch.testing.assert_close(pooled_one, torch.tensor(bce0))
+
+
+def test_pretrain_loss_pooled_boundary_option():
+    """``loss.boundary_terms: pooled`` (ours) is one hard-mined term over all edge maps."""
+    loss = PretrainLoss(LossConfig(boundary_terms="pooled", boundary_weight=1.0))
+    sem_logits, target, weights = _semantic_batch(shape=(2, 4, 5))
+    b_logits, cut, cut_w = _boundary_batch(shape=(2, 4, 4, 5))
+    _, parts = loss(sem_logits, target, weights, b_logits, cut, cut_w)
+    torch.testing.assert_close(parts["boundary"], hard_boundary_bce(b_logits, cut, cut_w, 0.25))

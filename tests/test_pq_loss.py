@@ -262,3 +262,67 @@ def test_inconsistent_gt_class_and_bad_settings_are_rejected():
         PQSurrogateLoss(ISTHING, beta=0.0)
     with pytest.raises(ValueError, match="isthing"):
         PQSurrogateLoss([])
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_paper_surrogate_pools_classes_over_the_batch():
+    """``mode="paper"`` by hand on two 4-pixel images, where batch pooling and the mean of the
+    images' PQs differ. Classes: 0 stuff, 1 thing; min areas 0, area slope 0.1, β = 4.
+
+    Image A: gt all class 0; predicted class 0 on pixels 0-2 and a class-1 segment on pixel 3
+    (no class-1 gt: a false positive). Image B: gt class 0 on pixels 0-1, a class-1 instance on
+    2-3, predicted exactly.
+    """
+    loss = PQSurrogateLoss([False, True], beta=4.0, mode="paper")
+    masks = torch.zeros(2, 4, 2, dtype=torch.float64)
+    masks[0, :3, 0] = 1.0
+    masks[0, 3, 1] = 1.0
+    masks[1, :2, 0] = 1.0
+    masks[1, 2:, 1] = 1.0
+    classes = torch.tensor([[0, 1], [0, 1]])
+    pan = torch.tensor([[1, 1, 1, 1], [1, 1, 2, 2]])
+    sem = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]])
+    value, parts = loss(masks, classes, pan, sem, torch.ones(2, 4, dtype=torch.float64))
+
+    iou_a = 3.1 / 4.1  # (I + 0.1) / (U + 0.1), I = 3, U = 4
+    t_a = iou_a**4 / (iou_a**4 + (1 - iou_a) ** 4)
+    fg3, fg2, fg1 = _sigmoid(0.3), _sigmoid(0.2), _sigmoid(0.1)  # σ(0.1·area)
+    num_a0, den_a0 = iou_a * t_a * fg3, t_a * fg3 + 0.5 * (1 - t_a)  # TP + ½FN
+    den_a1 = 0.5 * fg1  # ½FP: the unmatched class-1 prediction
+    num_b, den_b = fg2, fg2  # IoU 1, t 1: exact pairs, per class
+    pooled = 0.5 * (
+        (num_a0 + num_b + 0.1) / (den_a0 + den_b + 0.1) + (num_b + 0.1) / (den_a1 + den_b + 0.1)
+    )
+    torch.testing.assert_close(value, torch.tensor(1.0 - pooled, dtype=torch.float64))
+    per_image = 0.5 * (
+        0.5 * ((num_a0 + 0.1) / (den_a0 + 0.1) + 0.1 / (den_a1 + 0.1))
+        + 0.5 * ((num_b + 0.1) / (den_b + 0.1) * 2)
+    )
+    assert abs(pooled - per_image) > 0.01  # the batch pooling matters on this batch
+    assert float(parts["pq"]) == pytest.approx(0.5 * (0.5 * (0.75 / 1.0) + 1.0))  # exact PQ
+
+
+def test_paper_surrogate_matches_every_possible_pair():
+    """Paper mode: a thing prediction paired with a gt instance is never a false positive, even
+    with no overlap; the gt then counts as a false negative (1 − t) instead."""
+    loss = PQSurrogateLoss([False, True], beta=4.0, mode="paper")
+    masks = torch.zeros(1, 4, 2, dtype=torch.float64)
+    masks[0, :2, 0] = 1.0
+    masks[0, 3, 1] = 1.0  # predicted instance on pixel 3, gt instance on pixel 2
+    classes = torch.tensor([[0, 1]])
+    pan = torch.tensor([[1, 1, 2, 3]])
+    sem = torch.tensor([[0, 0, 1, 1]])
+    weights = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)  # pixel 3 is void
+    value, _ = loss(masks, classes, pan, sem, weights)
+    iou = 0.1 / 1.1  # I 0, U 1 (the prediction has no weighted area)
+    t = iou**4 / (iou**4 + (1 - iou) ** 4)
+    fg0 = 0.5  # σ(0.1 · 0)
+    thing = (iou * t * fg0 + 0.1) / (t * fg0 + 0.5 * (1 - t) + 0.1)
+    fg2 = _sigmoid(0.2)
+    stuff = (fg2 + 0.1) / (fg2 + 0.1)
+    torch.testing.assert_close(
+        value, torch.tensor(1.0 - 0.5 * (thing + stuff), dtype=torch.float64)
+    )

@@ -137,3 +137,32 @@ def test_crowd_pixels_ignored_by_default() -> None:
     np.testing.assert_array_equal(out["semantic"], [[0, 0, 1, 1]])  # class kept
     np.testing.assert_array_equal(out["weights"], [[0, 0, 1, 1]])  # but not supervised
     np.testing.assert_array_equal(out["cut_weights"][1], [[0, 0, 1, 0]])
+
+
+def test_paper_pixel_weights() -> None:
+    """The paper's weights: semantics weigh only small instances (×3); an edge weighs the larger
+    of its end pixels' boundary weights (thing ×4, small instance ×3 on top, stuff 1)."""
+    panoptic = np.array([[1, 1, 2, 2, 3, 3, 4]])
+    segments = [
+        _seg(1, 0, False),
+        _seg(2, 1, True, area=10_000),
+        _seg(3, 1, True, area=100),
+        _seg(4, 1, True, crowd=1),
+    ]
+    config = TargetConfig(
+        edge_distances=(1,),
+        stride=1,
+        thing_weight=4,
+        small_instance_area=4096,
+        small_instance_weight=3,
+        semantic_thing_weighting=False,
+        boundary_pixel_weights=True,
+    )
+    out = make_targets(panoptic, segments, config)
+    np.testing.assert_array_equal(out["weights"], [[1, 1, 1, 1, 3, 3, 0]])
+    # stuff-stuff 1, stuff-thing 4, thing-thing 4, big-small max(4, 12), small-small 12,
+    # small-crowd 0 (crowd edges stay unsupervised), last column has no partner.
+    np.testing.assert_array_equal(out["cut_weights"][1], [[1, 4, 4, 12, 12, 0, 0]])
+    ours = make_targets(panoptic, segments, TargetConfig(edge_distances=(1,), stride=1))
+    np.testing.assert_array_equal(ours["weights"], [[1, 1, 4, 4, 12, 12, 0]])
+    np.testing.assert_array_equal(ours["cut_weights"][1], [[1, 1, 1, 1, 1, 0, 0]])

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from cops.console import make_progress
+from cops.console import counts_table, make_progress, print_table
 from cops.errors import CopsError
 from cops.recipes.schema import TrainConfig
 from cops.training import distributed
@@ -102,14 +102,66 @@ class FitResult:
     checkpoint: Path | None
 
 
+def _matches(pattern: str, name: str) -> bool:
+    """Whether dotted parameter `name` lies at or below `pattern` (``*`` = any one component)."""
+    want, have = pattern.split("."), name.split(".")
+    return len(have) >= len(want) and all(w in ("*", h) for w, h in zip(want, have, strict=False))
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Freeze ``cfg.frozen`` and sort the other trainable parameters into ``cfg.param_groups``.
+
+    Frozen parameters get ``requires_grad = False``, so no gradient is even computed for them
+    (the paper's fine-tuning freezes the backbone and decoders). Each remaining parameter joins
+    the first group with a matching pattern and trains at ``lr_scale · lr``; unmatched ones form
+    the group ``other`` at ``lr``. Empty groups are left out. Returns the optimizer's param-group
+    dicts (``name``, ``params``, ``lr``); a pattern that matches nothing is a recipe error, so a
+    renamed module cannot silently fall back to the full rate.
+    """
+    named = list(model.named_parameters())
+    for pattern in [*cfg.frozen, *(m for g in cfg.param_groups for m in g.modules)]:
+        if not any(_matches(pattern, name) for name, _ in named):
+            raise CopsError(f"parameter pattern '{pattern}' matches no parameter of the model")
+    for name, param in named:
+        if any(_matches(pattern, name) for pattern in cfg.frozen):
+            param.requires_grad_(False)
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        spec = next(
+            (g for g in cfg.param_groups if any(_matches(m, name) for m in g.modules)), None
+        )
+        key, scale = (spec.name, spec.lr_scale) if spec is not None else ("other", 1.0)
+        group = groups.setdefault(key, {"name": key, "params": [], "lr": cfg.lr * scale})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def describe_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """What trains at which rate: one row per optimizer group, plus one for frozen parameters."""
+    rows = [
+        {
+            "name": group.get("name", f"group{i}"),
+            "lr": group["initial_lr"] if "initial_lr" in group else group["lr"],
+            "parameters": sum(p.numel() for p in group["params"]),
+        }
+        for i, group in enumerate(optimizer.param_groups)
+    ]
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if frozen:
+        rows.append({"name": "frozen", "lr": 0.0, "parameters": frozen})
+    return rows
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD (with momentum) over all trainable parameters, as the recipe says."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam or SGD (with momentum) over the :func:`parameter_groups` of the recipe's ``train``."""
+    groups = parameter_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -218,6 +270,7 @@ class Trainer:
                 "set train.val_every=0"
             )
         self.optimizer = build_optimizer(self.model, cfg)
+        self.groups = describe_groups(self.model, self.optimizer)
         self.scheduler = build_scheduler(
             self.optimizer, cfg.iterations, cfg.warmup_iters, cfg.poly_power
         )
@@ -282,7 +335,8 @@ class Trainer:
         assert sums is not None
         means = (distributed.all_reduce_sum(sums) / self.dist.world_size).tolist()
         stats = dict(zip(names, means, strict=True))
-        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        first = self.optimizer.param_groups[0]  # the base lr now: lr × the schedule's factor
+        stats["lr"] = self.cfg.lr * first["lr"] / first.get("initial_lr", first["lr"])
         if not all(math.isfinite(v) for v in means):
             raise self._non_finite(stats)
         self.scaler.step(self.optimizer)
@@ -360,6 +414,18 @@ class Trainer:
         self.last_saved = iteration
         return digests
 
+    def _report_groups(self, metrics: MetricsLog | None) -> None:
+        """Print which parameter groups train at which base lr, and log them once."""
+        print_table(
+            counts_table(
+                f"{self.ctx.phase}: parameter groups",
+                ["group", "lr", "parameters"],
+                [(g["name"], f"{g['lr']:.3g}", g["parameters"]) for g in self.groups],
+            )
+        )
+        if metrics is not None and self.start == 0:
+            metrics.write({"kind": "param_groups", "iteration": 0, "groups": self.groups})
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _progress(self) -> Progress:
@@ -388,6 +454,8 @@ class Trainer:
                 clean = {k: _finite_or_none(v) for k, v in values.items()}
                 metrics.write({"kind": "val", "iteration": iteration, **clean})
 
+        if main:
+            self._report_groups(metrics)
         began = time.perf_counter()
         train_seconds, timed_images = 0.0, 0
         try:

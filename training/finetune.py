@@ -25,12 +25,36 @@ if TYPE_CHECKING:
 STRIDE_AREA = 16
 """Input pixels per stride-4 node: the recipe's minimum areas are in input pixels."""
 
+PAPER_AREA_DIVISOR = 4
+"""The original converts its minimum areas to nodes by dividing by the stride, not its square
+(200 px → 50 nodes); the paper surrogate keeps that, so its size gate matches the original's."""
+
+
+def drop_costs(
+    node_costs: Tensor, edge_costs: Tensor, node_p: float, edge_p: float
+) -> tuple[Tensor, Tensor]:
+    """Cost dropout while fine-tuning: neutralise (set to 0) random edges and whole nodes.
+
+    ``node_costs [B, N, K]``: a dropped node loses every class cost at once, so the solver must
+    label it from its neighbours alone; ``edge_costs [B, E]``: each edge independently. Kept
+    costs are not rescaled, so the solver sees the same cost scale in training and at test time.
+    """
+    import torch
+
+    if edge_p > 0:
+        edge_costs = edge_costs * (torch.rand_like(edge_costs) >= edge_p)
+    if node_p > 0:
+        keep = torch.rand(node_costs.shape[:-1], device=node_costs.device) >= node_p
+        node_costs = node_costs * keep.unsqueeze(-1)
+    return node_costs, edge_costs
+
 
 class PQObjective:
     """The fine-tuning objective of a batch.
 
-    Network → costs (edge costs with dropout while training) → AMWC segments → smooth PQ loss,
-    weighted by ``finetune.pq_weight``, plus the per-pixel pretrain losses weighted by
+    Network → costs (edge and node dropout while training, :func:`drop_costs`) → AMWC segments →
+    smooth PQ loss (``finetune.surrogate``, pixel weights by ``finetune.weights``), weighted by
+    ``finetune.pq_weight``, plus the per-pixel pretrain losses weighted by
     ``finetune.pixel_loss_weight`` when that is positive. Logged parts: the PQ surrogate, the
     exact PQ of the batch at stride 4, and seconds spent in the CNN forward, the forward solve and
     matching + loss.
@@ -45,11 +69,14 @@ class PQObjective:
         self.finetune, self.solver = ft, recipe.solver
         self.distances = tuple(recipe.model.edge_distances)
         self.partitionable = torch.tensor(classes["isthing"], dtype=torch.bool)
+        paper = ft.surrogate == "paper"
+        per_node = PAPER_AREA_DIVISOR if paper else STRIDE_AREA
         self.pq_loss = PQSurrogateLoss(
             classes["isthing"],
             beta=ft.beta,
-            thing_min_area=ev.thing_min_area / STRIDE_AREA,
-            stuff_min_area=ev.stuff_min_area / STRIDE_AREA,
+            thing_min_area=ev.thing_min_area / per_node,
+            stuff_min_area=ev.stuff_min_area / per_node,
+            mode=ft.surrogate,
         )
         self.pixel_loss = PretrainLoss(recipe.loss) if ft.pixel_loss_weight > 0 else None
         self._edges: dict[tuple[int, int, str], Tensor] = {}
@@ -76,18 +103,20 @@ class PQObjective:
         edge_maps = out["edge_costs"]
         height, width = edge_maps.shape[-2:]
         edge_costs = edge_maps_to_costs(edge_maps, self.distances).float()
-        if model.training and self.finetune.cost_dropout > 0:
-            # Dropped edges become neutral (cost 0); kept ones are not rescaled, so the solver
-            # sees the same cost scale in training and at test time.
-            keep = torch.rand_like(edge_costs) >= self.finetune.cost_dropout
-            edge_costs = edge_costs * keep
+        node_costs = out["node_costs"].float()
+        if model.training:
+            node_costs, edge_costs = drop_costs(
+                node_costs, edge_costs, self.finetune.node_dropout, self.finetune.cost_dropout
+            )
         weights = batch["weights_s4"].flatten(1)
+        if self.finetune.weights == "binary":  # the paper: 0 on void (and crowd), 1 elsewhere
+            weights = (weights > 0).to(weights.dtype)
         cnn = time.perf_counter() - tick
 
         tick = time.perf_counter()
         device = edge_costs.device
         segments = amwc_segments(
-            out["node_costs"].float(),
+            node_costs,
             edge_costs,
             self.edges(height, width, device),
             self.partitionable.to(device),
@@ -120,6 +149,7 @@ class PQObjective:
 
 
 def _schedule(recipe: Recipe) -> TrainConfig:
+    """The pretraining schedule with fine-tuning's length, rates, precision and frozen modules."""
     ft = recipe.finetune
     return dataclasses.replace(
         recipe.train,
@@ -127,6 +157,9 @@ def _schedule(recipe: Recipe) -> TrainConfig:
         batch_size=ft.batch_size,
         lr=ft.lr,
         warmup_iters=ft.warmup_iters,
+        amp=ft.amp,
+        frozen=list(ft.frozen),
+        param_groups=list(ft.param_groups),
     )
 
 

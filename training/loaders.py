@@ -30,7 +30,16 @@ from cops.errors import DatasetError, RecipeError
 from cops.recipes.schema import Recipe, TrainConfig
 from cops.training.distributed import DistInfo
 
-TRAIN_KEYS = ("image", "semantic_s4", "weights_s4", "panoptic_s4", "cut_targets", "cut_weights")
+TRAIN_KEYS = (
+    "image",
+    "semantic",
+    "weights",
+    "semantic_s4",
+    "weights_s4",
+    "panoptic_s4",
+    "cut_targets",
+    "cut_weights",
+)
 """Batch entries the training objectives need (per-pixel losses, PQ loss); the rest stays in the
 workers."""
 
@@ -81,6 +90,8 @@ def target_config(recipe: Recipe) -> TargetConfig:
         thing_weight=recipe.loss.thing_weight,
         small_instance_area=recipe.loss.small_instance_area,
         small_instance_weight=recipe.loss.small_instance_weight,
+        semantic_thing_weighting=recipe.loss.semantic_thing_weighting,
+        boundary_pixel_weights=recipe.loss.boundary_weights == "pixel",
     )
 
 

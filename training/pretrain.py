@@ -28,11 +28,13 @@ class PixelObjective:
 def pixel_losses(
     criterion: PretrainLoss, out: dict[str, Tensor], batch: dict[str, Any]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """`criterion` on the network outputs `out` against the batch's stride-4 targets and weights."""
+    """`criterion` on the network outputs `out` against the batch's targets and weights: semantic
+    ones at full resolution when the loss asks for it (and the batch has them), else stride 4."""
+    full = criterion.semantic_resolution == "full" and "semantic" in batch
     return criterion(
         out["semantic"],
-        batch["semantic_s4"],
-        batch["weights_s4"],
+        batch["semantic" if full else "semantic_s4"],
+        batch["weights" if full else "weights_s4"],
         out["boundary"],
         batch["cut_targets"],
         batch["cut_weights"],

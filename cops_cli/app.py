@@ -13,12 +13,13 @@ from cops.cli.bench import app as bench_app
 from cops.cli.evaluate import evaluate
 from cops.cli.export import export
 from cops.cli.finetune_pq import finetune_pq
+from cops.cli.import_checkpoint import import_checkpoint
 from cops.cli.predict import predict
 from cops.cli.prepare_data import app as prepare_data_app
 from cops.cli.pretrain import pretrain
 from cops.cli.recipes import app as recipes_app
-from cops.console import configure_logging, err_console, state
-from cops.errors import CopsError
+from cops.console import activity, configure_logging, err_console, state
+from cops.errors import CopsError, user_message
 
 app = typer.Typer(
     name="cops",
@@ -38,6 +39,7 @@ app.command("finetune-pq")(finetune_pq)
 app.command("evaluate")(evaluate)
 app.command("predict")(predict)
 app.command("export")(export)
+app.command("import-checkpoint")(import_checkpoint)
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(bench_app, name="bench")
 
@@ -68,19 +70,42 @@ def root(
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one red line and exit status 2."""
+    """Console-script entry point: user errors become one red line and exit status 2.
+
+    An ``OSError`` (disk full, permissions) is one line naming the file, exit status 1; Ctrl-C
+    (which Typer turns into exit status 130) says what was interrupted and how to continue.
+    """
     try:
         app()
     except CopsError as exc:
         if state.verbose:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        _error(user_message(exc))
         sys.exit(2)
     except OSError as exc:
         if state.verbose:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        _error(user_message(exc))
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
+        _interrupted()
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            _interrupted()
+        raise
+
+
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT)."""
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def _interrupted() -> None:
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    what = activity.what or f"cops {command}".strip()
+    how = activity.how_to_continue or "run the command again; no partial result looks complete"
+    err_console.print(f"[yellow]interrupted:[/] {escape(what)}; {escape(how)}", soft_wrap=True)

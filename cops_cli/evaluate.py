@@ -6,9 +6,8 @@ Wiring only: checkpoint → :class:`cops.inference.predictor.Predictor`, prepare
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,10 +24,6 @@ from cops.cli.options import (
 )
 from cops.console import console, make_progress, print_table, state
 from cops.errors import CopsError
-
-if TYPE_CHECKING:
-    from cops.datasets.prepared import PanopticDataset
-    from cops.recipes.schema import Recipe
 
 
 def _fmt(value: float | None) -> str:
@@ -69,21 +64,6 @@ def per_class_table(metrics: dict[str, Any], isthing: dict[str, bool]) -> Table:
             _fmt(ious.get(name)),
         )
     return table
-
-
-def open_split(recipe: Recipe, data: Path | None, split: str) -> PanopticDataset:
-    """The prepared split to evaluate on; the synthetic one is generated when missing."""
-    from cops.datasets.prepared import PanopticDataset
-    from cops.training.loaders import ensure_dataset
-
-    root = Path(data) if data is not None else Path(recipe.data.root)
-    wanted = dataclasses.replace(
-        recipe,
-        data=dataclasses.replace(recipe.data, root=str(root), val_split=split),
-        train=dataclasses.replace(recipe.train, val_every=max(recipe.train.val_every, 1)),
-    )
-    ensure_dataset(wanted)
-    return PanopticDataset(root, split)
 
 
 def evaluate(
@@ -135,6 +115,7 @@ def evaluate(
     from cops.inference.predictor import Predictor
     from cops.models.build import load_checkpoint
     from cops.recipes.schema import recipe_from_dict
+    from cops.training.loaders import open_split
 
     path = require_checkpoint(checkpoint)
     ckpt = load_checkpoint(path, mmap=True)

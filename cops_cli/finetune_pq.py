@@ -15,6 +15,7 @@ from cops.cli.options import (
     DeviceOpt,
     NprocOpt,
     RecipeOpt,
+    ReinitHeadOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -42,6 +43,7 @@ def finetune_pq(
     nproc: NprocOpt = "1",
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    reinit_head: ReinitHeadOpt = False,
 ) -> None:
     """Fine-tune end to end on the smooth PQ loss, differentiating through the AMWC solver.
 

@@ -57,6 +57,15 @@ WeightsOpt = Annotated[
     ),
 ]
 
+ReinitHeadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reinit-head",
+        help="With --weights from a checkpoint of other classes: start the class-dependent layers "
+        "from random values and load the rest (refused without this option).",
+    ),
+]
+
 
 CheckpointOpt = Annotated[
     Path | None,

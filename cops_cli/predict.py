@@ -21,7 +21,7 @@ from cops.cli.options import (
     check_backend,
     parse_size,
 )
-from cops.console import console, err_console, make_progress, print_table, state
+from cops.console import console, err_console, make_progress, print_table, set_activity, state
 from cops.errors import CopsError, DatasetError
 
 
@@ -70,6 +70,10 @@ def predict(
         )
     failed: list[tuple[Path, str]] = []
     done = 0
+    set_activity(
+        f"prediction into {out}",
+        f"run the command again ({out / 'panoptic.json'} is written only once every image is done)",
+    )
     with (
         PredictionWriter(out, predictor.metadata["classes"], overlay=overlay) as writer,
         make_progress(description="predict") as progress,

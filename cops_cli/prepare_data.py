@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from cops.console import console, counts_table, print_table, split_progress, state
+from cops.console import (
+    console,
+    counts_table,
+    print_table,
+    set_activity,
+    split_progress,
+    state,
+)
 from cops.datasets.conversion import SplitSummary
 from cops.errors import CopsError
 from cops.files import atomic_write_json
@@ -62,6 +69,11 @@ def _convert(
     **options: object,
 ) -> None:
     """Run a converter on the checked options with a progress bar; report and save its summary."""
+    set_activity(
+        f"prepare-data into {out}",
+        "run the same command again (finished splits are in place; the interrupted one keeps "
+        "its previous version)",
+    )
     with split_progress() as progress:
         summaries = convert(
             *args, splits=_splits(splits), workers=_workers(workers), progress=progress, **options

@@ -11,6 +11,7 @@ from cops.cli.options import (
     NprocOpt,
     OutOpt,
     RecipeOpt,
+    ReinitHeadOpt,
     ResumeOpt,
     SeedOpt,
     SetOpt,
@@ -30,6 +31,7 @@ def pretrain(
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
     weights: WeightsOpt = None,
+    reinit_head: ReinitHeadOpt = False,
 ) -> None:
     """Pretrain the network on per-pixel semantic and boundary losses (phase 1 of COPS).
 

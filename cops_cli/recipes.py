@@ -28,6 +28,13 @@ def list_recipes() -> None:
 
 @app.command("show")
 def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
-    """Print a recipe with inheritance and overrides resolved, as YAML."""
-    resolved = load_recipe(recipe, set_ or [])
-    console.print(Syntax(resolved.to_yaml(), "yaml", background_color="default"))
+    """Print a recipe with inheritance and overrides resolved, as YAML.
+
+    Highlighted on a terminal; written as plain text otherwise, never wrapped, so that
+    ``cops recipes show NAME > my.yaml`` gives a recipe that loads.
+    """
+    text = load_recipe(recipe, set_ or []).to_yaml()
+    if console.is_terminal:
+        console.print(Syntax(text, "yaml", background_color="default"))
+    else:
+        typer.echo(text, nl=not text.endswith("\n"))

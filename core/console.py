@@ -36,6 +36,22 @@ class Verbosity:
 state = Verbosity()
 
 
+@dataclass
+class Activity:
+    """What the running command does, for the line `cops.cli.app.main` prints on Ctrl-C."""
+
+    what: str = ""
+    how_to_continue: str = ""
+
+
+activity = Activity()
+
+
+def set_activity(what: str, how_to_continue: str) -> None:
+    """Record what is running now and how a user continues it after an interruption."""
+    activity.what, activity.how_to_continue = what, how_to_continue
+
+
 def configure_logging(verbose: bool, quiet: bool) -> None:
     """Route `logging` through rich on stderr at the level the flags ask for."""
     state.verbose, state.quiet = verbose, quiet

@@ -7,19 +7,52 @@ disk, give it the mode a plain ``open()`` would (the umask applies), then rename
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """`exc` with `path` as its file name when it has none (a failed write names no file)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+@contextmanager
+def _temporary(path: Path) -> Iterator[tuple[IO[bytes], Path]]:
+    """A hidden temporary file beside `path`, complete on disk and with `path`'s future mode
+    when the block ends; removed if the block (or that final flush) fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _named(exc, path) from exc
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, tmp
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), 0o666 & ~umask())
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from exc
+        raise
 
 
 @contextmanager
@@ -27,24 +60,64 @@ def atomic_writer(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary file handle whose content replaces `path` only when the block ends without error.
 
     The parent folder is created if needed; on any error (or Ctrl-C) the temporary file is removed
-    and an existing `path` stays as it was.
+    and an existing `path` stays as it was. An ``OSError`` of the write (disk full) names `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _temporary(path) as (handle, tmp):
+        yield handle
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from exc
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_files(files: Sequence[tuple[str | Path, bytes]]) -> None:
+    """Write several files that belong together (a model and its metadata) in all-or-nothing steps.
+
+    Every file is first written completely under a temporary name; only then are they renamed
+    into place, in the given order (put the one that marks the result complete last). A failed
+    write therefore replaces none of them.
+    """
+    written: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files:
+            with _temporary(Path(path)) as (handle, tmp):
+                handle.write(data)
+            written.append((tmp, Path(path)))
+        while written:
+            tmp, path = written[0]
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _named(exc, path) from exc
+            written.pop(0)
+    finally:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def staging_dir(parent: str | Path, name: str) -> Iterator[Path]:
+    """A new hidden folder in `parent` to build a result in before renaming it into place.
+
+    Its mode is what ``mkdir`` would give (the umask applies, unlike ``mkdtemp``'s 0700), and it
+    lives on the target's filesystem, so moving its content out is a cheap atomic rename. Whatever
+    is left in it when the block ends (on success or after an error or Ctrl-C) is removed.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent))
+    try:
+        os.chmod(path, 0o777 & ~umask())
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     """Write `data` to `path` atomically."""
     with atomic_writer(path) as handle:
         handle.write(data)
@@ -61,8 +134,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` of `obj` to `path`, atomically (checkpoints)."""
+    """``torch.save`` of `obj` to `path`, atomically (checkpoints).
+
+    Serialised in memory first: torch reports a failed file write (disk full) as a bare
+    ``RuntimeError`` without the path, a plain write names it (see :func:`atomic_writer`).
+    """
     import torch
 
-    with atomic_writer(path) as handle:
-        torch.save(obj, handle)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())

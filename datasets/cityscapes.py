@@ -228,7 +228,7 @@ def prepare_cityscapes(
             convert_split(
                 paths,
                 items,
-                functools.partial(_convert_one, paths=paths, link=link),
+                functools.partial(_convert_one, link=link),
                 CATEGORIES,
                 workers=workers,
                 progress=progress,

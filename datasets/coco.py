@@ -422,7 +422,7 @@ def prepare_coco(
         convert_split(
             paths,
             tasks,
-            functools.partial(_convert_one, paths=paths, link=link),
+            functools.partial(_convert_one, link=link),
             categories,
             workers=workers,
             progress=progress,

@@ -2,12 +2,14 @@
 
 Prepared format (DESIGN §3) under OUT:
 ``images/{split}/<name>``, ``panoptic/{split}/<name>.png`` and ``panoptic_{split}.json``.
-The JSON is removed at the start and written last, atomically, so an interrupted run never leaves
-a split that looks complete.
+A split is converted into a hidden staging folder inside OUT and moved into place only once it is
+complete, so a failed or interrupted run leaves an existing split as it was and never leaves a
+split that looks complete but is not.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections import Counter
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cops.errors import CopsError, DatasetError
-from cops.files import atomic_write_json
+from cops.files import atomic_write_json, staging_dir
 from cops.parallel import fork_pool
 
 T = TypeVar("T")
@@ -100,44 +102,66 @@ def _run_jobs(
 def convert_split(
     paths: SplitPaths,
     tasks: Sequence[T],
-    convert_one: Callable[[T], ConvertedImage],
+    convert_one: Callable[..., ConvertedImage],
     categories: Sequence[Category],
     workers: int = 1,
     progress: ProgressFn | None = None,
     info: dict[str, Any] | None = None,
 ) -> SplitSummary:
-    """Run `convert_one` over `tasks` (picklable callable), then write the split's JSON last.
+    """Run ``convert_one(task, paths=staged)`` over `tasks`, then put the split in place.
 
-    `convert_one` writes the image and panoptic PNG under `paths` and returns their entries.
+    `convert_one` (picklable) writes one item's image and panoptic PNG under the `SplitPaths` it
+    is given, a staging copy of `paths`, and returns their entries. Only when every item and the
+    JSON are written does the new split replace the old one (:func:`_replace_split`).
     `progress(split, done, total)` is called once before the first item and after each item.
     """
-    paths.json.unlink(missing_ok=True)
-    paths.images.mkdir(parents=True, exist_ok=True)
-    paths.panoptic.mkdir(parents=True, exist_ok=True)
     names = {c.id: c.name for c in categories}
     summary = SplitSummary(split=paths.split)
-    if progress is not None:
-        progress(paths.split, 0, len(tasks))
-    images, annotations = [], []
-    for done, result in enumerate(_run_jobs(convert_one, tasks, workers), start=1):
-        images.append(result.image)
-        annotations.append(result.annotation)
-        summary.images += 1
-        for seg in result.annotation["segments_info"]:
-            summary.segments[names[seg["category_id"]]] += 1
-            summary.crowd += int(seg.get("iscrowd", 0))
+    with staging_dir(paths.root, f"staging-{paths.split}") as staging:
+        staged = SplitPaths(staging, paths.split)
+        staged.images.mkdir(parents=True)
+        staged.panoptic.mkdir(parents=True)
+        job = functools.partial(convert_one, paths=staged)
         if progress is not None:
-            progress(paths.split, done, len(tasks))
-    atomic_write_json(
-        paths.json,
-        {
-            "info": info or {"description": f"COPS prepared dataset, split {paths.split}"},
-            "images": images,
-            "annotations": annotations,
-            "categories": [c.to_json() for c in categories],
-        },
-    )
+            progress(paths.split, 0, len(tasks))
+        images, annotations = [], []
+        for done, result in enumerate(_run_jobs(job, tasks, workers), start=1):
+            images.append(result.image)
+            annotations.append(result.annotation)
+            summary.images += 1
+            for seg in result.annotation["segments_info"]:
+                summary.segments[names[seg["category_id"]]] += 1
+                summary.crowd += int(seg.get("iscrowd", 0))
+            if progress is not None:
+                progress(paths.split, done, len(tasks))
+        atomic_write_json(
+            staged.json,
+            {
+                "info": info or {"description": f"COPS prepared dataset, split {paths.split}"},
+                "images": images,
+                "annotations": annotations,
+                "categories": [c.to_json() for c in categories],
+            },
+        )
+        _replace_split(staged, paths, staging / "old")
     return summary
+
+
+def _replace_split(new: SplitPaths, old: SplitPaths, trash: Path) -> None:
+    """Move the complete split `new` over `old`, whose folders go to `trash` (same filesystem).
+
+    The old JSON is removed first and the new one renamed into place last, so the split never
+    looks complete with the folders of the other version.
+    """
+    old.json.unlink(missing_ok=True)
+    for kind in ("images", "panoptic"):
+        source, target = getattr(new, kind), getattr(old, kind)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(target):
+            (trash / kind).mkdir(parents=True)
+            os.rename(target, trash / kind / old.split)
+        os.rename(source, target)
+    os.replace(new.json, old.json)
 
 
 LINK_MODES = ("copy", "symlink", "hardlink")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import numpy as np
 
 from cops.errors import DatasetError
 from cops.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 VOID_ID = 0
 _DENSE_LIMIT = 1 << 20
@@ -51,6 +55,9 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     """Decode an image file with OpenCV `flags`; every failure is a DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise DatasetError(f"{path}: broken symbolic link (its target {target} does not exist)")
         raise DatasetError(f"{path}: image file not found")
     data = np.fromfile(path, dtype=np.uint8)
     try:
@@ -60,7 +67,19 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         raise DatasetError(f"{path}: cannot decode image (OpenCV: {reason})") from exc
     if image is None:
         raise DatasetError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if _truncated_jpeg(data):
+        log.warning("%s: JPEG data is truncated or corrupt; using the part that decoded", path)
     return image
+
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _truncated_jpeg(data: np.ndarray) -> bool:
+    """Whether `data` is a JPEG stream without its end marker (libjpeg still decodes it, filling
+    the missing part grey, and only prints an anonymous warning)."""
+    head, tail = data[:2].tobytes(), data[-64:].tobytes()
+    return head == _JPEG_START and _JPEG_END not in tail
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -96,6 +115,10 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); JSON must be UTF-8"
+        ) from exc
 
 
 def segment_stats(ids: np.ndarray) -> dict[int, tuple[int, list[int]]]:

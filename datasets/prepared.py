@@ -382,6 +382,16 @@ class PanopticDataset(Dataset):
         return [message for message in results if message is not None]
 
 
+def available_splits(root: Path) -> list[str]:
+    """Names of the splits prepared under `root` (those with a ``panoptic_<split>.json``)."""
+    prefix, suffix = "panoptic_", ".json"
+    return sorted(
+        p.name[len(prefix) : -len(suffix)]
+        for p in Path(root).glob(f"{prefix}*{suffix}")
+        if p.is_file()
+    )
+
+
 def class_metadata(categories: CategoryInfo) -> dict[str, list]:
     """Class names, dataset category ids, thing flags and colours as lists, in train-id order."""
     return {

@@ -2,8 +2,8 @@
 
 Image ``i`` of split ``s`` is drawn from the seed ``(seed, crc32(s), i)``, so the data is the same
 whatever the number of workers or the order of generation. Scenes come from
-:func:`cops.datasets.synthetic_scene.generate_scene`; things smaller than
-:func:`~cops.datasets.synthetic_scene.min_thing_area` after occlusion are void, so every listed
+:func:`cops.datasets.street_scene.generate_scene`; things smaller than
+:func:`~cops.datasets.street_scene.min_thing_area` after occlusion are void, so every listed
 segment is visible and every non-void id in a PNG is listed.
 """
 
@@ -22,7 +22,7 @@ from cops.datasets.conversion import (
     convert_split,
 )
 from cops.datasets.panoptic_io import write_image
-from cops.datasets.synthetic_scene import SYNTHETIC_CATEGORIES, generate_scene, render_scene
+from cops.datasets.street_scene import SYNTHETIC_CATEGORIES, generate_scene, render_scene
 from cops.errors import DatasetError
 
 __all__ = [
@@ -63,19 +63,16 @@ def scene_seed(seed: int, split: str, index: int) -> tuple[int, int, int]:
 class _SceneJob:
     """Generate and write one image of a split (picklable, for the worker pool)."""
 
-    paths: SplitPaths
     seed: int
     height: int
     width: int
 
-    def __call__(self, index: int) -> ConvertedImage:
-        scene = render_scene(
-            scene_seed(self.seed, self.paths.split, index), self.height, self.width
-        )
-        name = f"{self.paths.split}_{index:06d}.png"
-        write_image(self.paths.images / name, scene.bgr, rgb=False)
+    def __call__(self, index: int, *, paths: SplitPaths) -> ConvertedImage:
+        scene = render_scene(scene_seed(self.seed, paths.split, index), self.height, self.width)
+        name = f"{paths.split}_{index:06d}.png"
+        write_image(paths.images / name, scene.bgr, rgb=False)
         # Same bytes as write_panoptic_png(path, scene.ids), without encoding every pixel's id.
-        write_image(self.paths.panoptic / name, scene.panoptic_bgr(), rgb=False)
+        write_image(paths.panoptic / name, scene.panoptic_bgr(), rgb=False)
         return ConvertedImage(
             image={"id": index, "file_name": name, "height": self.height, "width": self.width},
             annotation={"image_id": index, "file_name": name, "segments_info": scene.segments},
@@ -130,7 +127,7 @@ def prepare_synthetic(
             "description": f"COPS synthetic street scenes, split {split}",
             "generator": {"preset": preset, "seed": seed, "height": height, "width": width},
         }
-        job = _SceneJob(paths, seed, height, width)
+        job = _SceneJob(seed, height, width)
         summaries.append(
             convert_split(
                 paths,

@@ -21,7 +21,8 @@ def find_images(path: Path) -> list[tuple[Path, str]]:
 
     The output name is the path relative to the folder without suffix, "/"-separated (a single
     file: its stem), so predictions mirror the input tree. Sorted by name; hidden files and
-    folders (names starting with ".") and other suffixes are skipped. Errors: a missing path,
+    folders (names starting with ".") and other suffixes are skipped; a broken symbolic link
+    with an image suffix is listed, so that reading it reports it as failed. Errors: a missing path,
     a file that is not an image, a folder without images, two files with the same name.
     """
     path = Path(path)
@@ -37,8 +38,8 @@ def find_images(path: Path) -> list[tuple[Path, str]]:
         relative = file.relative_to(path)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if not (_is_image(file) and file.is_file()):
-            continue
+        if not (_is_image(file) and (file.is_file() or file.is_symlink())):
+            continue  # a broken link is kept: reading it reports it
         name = relative.with_suffix("").as_posix()
         if name in found:
             first, second = sorted([found[name], file])

@@ -7,7 +7,9 @@ Layout under the output folder ``OUT``::
     OUT/overlay/<name>.png     with overlay=True: the image, segment colours, borders, legend
 
 Every file is written atomically; the JSON only by :meth:`PredictionWriter.close`, so a folder
-with ``panoptic.json`` is complete and any COCO panoptic tool (panopticapi) can read it.
+with ``panoptic.json`` is complete and any COCO panoptic tool (panopticapi) can read it. Writing
+into a folder that holds an earlier result removes its ``panoptic.json`` before the first PNG is
+replaced: an interrupted re-run leaves no JSON that no longer matches the PNGs beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cops.datasets.panoptic_io import (
     write_panoptic_png,
 )
 from cops.files import atomic_write_json
-from cops.inference.prediction import PanopticPrediction
+from cops.inference.result import PanopticPrediction
 
 __all__ = ["ClassTable", "PredictionWriter", "render_overlay"]
 
@@ -241,6 +243,7 @@ class PredictionWriter:
         self._annotations: list[dict[str, Any]] = []
         self._names: set[str] = set()
         self._closed = False
+        self._old_json_removed = False
 
     def __enter__(self) -> PredictionWriter:
         return self
@@ -306,6 +309,9 @@ class PredictionWriter:
         overlay = None
         if self.overlay:
             overlay = render_overlay(image, prediction, self.table)
+        if not self._old_json_removed:
+            self.json_path.unlink(missing_ok=True)  # it would describe PNGs about to change
+            self._old_json_removed = True
         png = self.panoptic_dir / f"{name}.png"
         write_panoptic_png(png, ids)
         if overlay is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CopsError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CopsError(f"{path}: empty file (0 bytes), not a checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
@@ -55,13 +58,66 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     return obj
 
 
-def load_model_weights(model: SemanticBoundaryNet, path: Path) -> str:
+def class_axes(model_cfg: ModelConfig, num_classes: int) -> dict[str, int]:
+    """Tensor name → the axis that grows with the class count, for the recipe's network.
+
+    Found by building the network for `num_classes` and one class more on the meta device (no
+    memory, no computation) and comparing shapes, so it follows the architecture wherever class
+    rows live: the semantic classifier, and the boundary trunk that reads the semantic logits.
+    Along that axis the class block is the last `num_classes` entries (logits are concatenated
+    after the features).
+    """
+    plain = dataclasses.replace(model_cfg, backbone_weights=None)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore", BackboneInitWarning)
+        one = SemanticBoundaryNet.from_config(plain, num_classes).state_dict()
+        more = SemanticBoundaryNet.from_config(plain, num_classes + 1).state_dict()
+    axes = {}
+    for key, tensor in one.items():
+        pairs = zip(tensor.shape, more[key].shape, strict=True)
+        grown = [axis for axis, (a, b) in enumerate(pairs) if a != b]
+        if grown:
+            axes[key] = grown[0]
+    return axes
+
+
+def _reorder_classes(tensor: torch.Tensor, axis: int, order: list[int]) -> torch.Tensor:
+    """`tensor` with the class block (the last ``len(order)`` entries of `axis`) permuted so that
+    new class ``i`` takes old class ``order[i]``."""
+    start = tensor.shape[axis] - len(order)
+    index = torch.cat([torch.arange(start), torch.as_tensor(order, dtype=torch.long) + start])
+    return tensor.index_select(axis, index)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+def load_model_weights(
+    model: SemanticBoundaryNet,
+    path: Path,
+    *,
+    classes: Mapping[str, Any] | None = None,
+    axes: Mapping[str, int] | None = None,
+    reinit_head: bool = False,
+) -> str:
     """Initialise `model` from a COPS checkpoint or a backbone state dict (load_backbone_weights).
 
-    From a checkpoint, every tensor whose name and shape fit is loaded (heads of another class
-    count keep their initial values); the backbone must fit completely. Returns what was loaded.
+    A checkpoint's class names (``classes`` metadata) are compared with the dataset's `classes`
+    before any tensor is taken by shape, because two class lists of one length fit silently:
+
+    - the same classes in the same order: every tensor loads;
+    - the same classes in another order: the class rows of the tensors in `axes` (see
+      :func:`class_axes`) are permuted to the dataset's order, with a warning saying so;
+    - other classes: refused (`WeightsError`) unless `reinit_head`, which keeps the initial
+      values of the class-dependent tensors and loads the rest.
+
+    The backbone must fit completely; every tensor left at its initial value is logged as a
+    warning. Returns what was loaded.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (0 bytes), not torch weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
@@ -69,8 +125,30 @@ def load_model_weights(model: SemanticBoundaryNet, path: Path) -> str:
     if not is_checkpoint(obj):
         load_backbone_weights(model.backbone, path)
         return f"backbone weights from {path}"
+    state = dict(obj["model"])
+    axes = dict(axes or {})
+    note = ""
+    theirs = list((obj.get("classes") or {}).get("names", []))
+    ours = list(classes["names"]) if classes is not None else theirs
+    if theirs != ours:
+        if sorted(theirs) == sorted(ours) and len(set(ours)) == len(ours):
+            order = [theirs.index(name) for name in ours]
+            for key, axis in axes.items():
+                if key in state:
+                    state[key] = _reorder_classes(state[key], axis, order)
+            note = f"; class rows reordered from ({_names(theirs)}) to ({_names(ours)})"
+            log.warning("%s: same classes in another order; remapped the class rows", path)
+        elif not reinit_head:
+            raise WeightsError(
+                f"{path}: the checkpoint's classes ({_names(theirs)}) differ from the dataset's "
+                f"({_names(ours)}); add --reinit-head to start the class-dependent layers from "
+                "new random values and load the rest"
+            )
+        else:
+            for key in axes:
+                state.pop(key, None)
     own = model.state_dict()
-    fitting = {k: v for k, v in obj["model"].items() if k in own and own[k].shape == v.shape}
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     left = sorted(k for k in own if k not in fitting and not k.endswith("num_batches_tracked"))
     broken = [k for k in left if k.startswith("backbone.")]
     if broken:
@@ -80,17 +158,26 @@ def load_model_weights(model: SemanticBoundaryNet, path: Path) -> str:
             f"{model.backbone.name}: {', '.join(broken[:3])}{more}"
         )
     model.load_state_dict(fitting, strict=False)
-    note = f"; kept initial values for {', '.join(left)}" if left else ""
+    if left:
+        log.warning("%s: not loaded, kept initial values: %s", path, ", ".join(left))
+        note += f"; kept initial values for {', '.join(left)}"
     return f"{len(fitting)} tensors from {path} (iteration {obj.get('iteration')}){note}"
 
 
 def build_model(
-    model_cfg: ModelConfig, num_classes: int, weights: Path | None = None, restoring: bool = False
+    model_cfg: ModelConfig,
+    num_classes: int,
+    weights: Path | None = None,
+    restoring: bool = False,
+    *,
+    classes: Mapping[str, Any] | None = None,
+    reinit_head: bool = False,
 ) -> SemanticBoundaryNet:
     """The recipe's network, initialised from `weights` when given.
 
     With `weights`, or when a checkpoint will be restored, nothing is downloaded and no
     random-initialisation warning is raised: those weights replace the initial ones anyway.
+    `classes` (the dataset's class metadata) and `reinit_head` go to :func:`load_model_weights`.
     """
     if weights is None and not restoring:
         return SemanticBoundaryNet.from_config(model_cfg, num_classes)
@@ -99,5 +186,12 @@ def build_model(
         warnings.simplefilter("ignore", BackboneInitWarning)
         model = SemanticBoundaryNet.from_config(plain, num_classes)
     if weights is not None:
-        log.info("initialised %s", load_model_weights(model, weights))
+        loaded = load_model_weights(
+            model,
+            weights,
+            classes=classes,
+            axes=class_axes(plain, num_classes),
+            reinit_head=reinit_head,
+        )
+        log.info("initialised %s", loaded)
     return model

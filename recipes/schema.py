@@ -7,9 +7,11 @@ a type and a default, so a recipe only states what differs. Built-in recipes shi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -291,13 +293,16 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise RecipeError(f"{key}: expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -338,13 +343,43 @@ def builtin_recipes() -> list[str]:
     return sorted(f.name[: -len(".yaml")] for f in files if f.name.endswith(".yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects a key given twice in one mapping (plain YAML keeps the
+    last silently, so a recipe could set a value the user does not see taking effect)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line and column, 1-based)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def _read_yaml(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, Any], Path | None]:
     """Return (data, folder for relative `_base_` paths); built-ins are tried for bare names."""
     path = Path(name_or_path).expanduser()
     if relative_to is not None and not path.is_absolute():
         path = relative_to / path
     if path.is_file():
-        text, folder, label = path.read_text(encoding="utf-8"), path.parent, str(path)
+        try:
+            text, folder, label = path.read_text(encoding="utf-8"), path.parent, str(path)
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+            ) from exc
     else:
         builtin = resources.files("cops.recipes") / f"{name_or_path}.yaml"
         if not builtin.is_file():
@@ -360,9 +395,9 @@ def _read_yaml(name_or_path: str, relative_to: Path | None) -> tuple[dict[str, A
             f"built-in '{name_or_path}'",
         )
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{label}: invalid YAML ({exc})") from exc
+        raise RecipeError(f"{label}: invalid YAML ({yaml_problem(exc)})") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -409,7 +444,9 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set '{override}': value is not valid YAML ({exc})") from exc
+        raise RecipeError(
+            f"--set '{override}': value is not valid YAML ({yaml_problem(exc)})"
+        ) from exc
     parts = key.split(".")
     node = data
     for part in parts[:-1]:

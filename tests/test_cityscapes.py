@@ -213,7 +213,8 @@ def test_size_mismatch(cityscapes: Path, tmp_path: Path) -> None:
     (out / "panoptic_val.json").write_text("{}")
     with pytest.raises(DatasetError, match=rf"{image.name}: image is 60×32 but .* is 64×32"):
         prepare_cityscapes(root, out, splits=["val"])
-    assert not (out / "panoptic_val.json").exists()
+    assert (out / "panoptic_val.json").read_text() == "{}", "a failed run keeps the old split"
+    assert not (out / "images").exists(), "nothing of the failed run is left"
 
 
 def test_unknown_label_id_and_corrupt_label(cityscapes: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from cops.errors import CopsError
 if TYPE_CHECKING:
     import torch
 
-    from cops.models import CopsNet
+    from cops.models import SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
     from cops.training.distributed import DistInfo
     from cops.training.engine import Objective
@@ -34,7 +34,7 @@ class Phase:
 
     name: str
     schedule: Callable[[Recipe], TrainConfig]
-    prepare: Callable[[CopsNet, Recipe], CopsNet]
+    prepare: Callable[[SemanticBoundaryNet, Recipe], SemanticBoundaryNet]
     objective: Callable[[Recipe, dict[str, list], torch.device], Objective]
 
 
@@ -79,7 +79,7 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
         torch.set_float32_matmul_precision("high")
     seed_everything(recipe.seed)
     if info.is_main:
-        ensure_dataset(recipe)
+        ensure_dataset(recipe, may_generate=run.own_data)
     distributed.barrier()
     train_set, val_set = open_datasets(recipe)
     classes = class_metadata(train_set.categories)
@@ -94,7 +94,14 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
             f"{run.out / LAST}: a {ckpt['phase']} checkpoint cannot be resumed by {phase.name}; "
             f"start {phase.name} from it with --weights instead"
         )
-    model = build_model(recipe.model, len(classes["names"]), run.weights, ckpt is not None)
+    model = build_model(
+        recipe.model,
+        len(classes["names"]),
+        run.weights,
+        ckpt is not None,
+        classes=classes,
+        reinit_head=run.reinit_head,
+    )
     model = phase.prepare(model, recipe)
     pin = device.type == "cuda"
     workers = recipe.data.num_workers

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cops.console import state
+from cops.console import set_activity, state
 from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.recipes.schema import Recipe, load_recipe, recipe_name, recipe_with_overrides
@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "synthetic"
+
+SAME_TENSORS = frozenset(
+    f"model.{key}"
+    for key in (
+        "pretrained",
+        "backbone_weights",
+        "output_stride",
+        "aspp_pool_size",
+        "size_divisibility",
+        "sync_bn",
+    )
+)
+"""Model keys that leave the network's tensors as they are: `--resume` may change them. Any
+other ``model.*`` change would not fit the checkpoint's weights, so it is refused up front."""
 
 
 @dataclass
@@ -40,6 +54,10 @@ class RunConfig:
     nproc: int
     resume: bool = False
     weights: Path | None = None
+    reinit_head: bool = False
+    own_data: bool = True
+    """Whether ``recipe.data.root`` is the recipe's own (not a --data folder): only then may the
+    synthetic dataset be generated into it."""
     verbose: bool = False
     quiet: bool = False
 
@@ -102,6 +120,7 @@ def resolve_run(
     weights: Path | None,
     under_launcher: bool,
     out_suffix: str = "",
+    reinit_head: bool = False,
 ) -> RunConfig:
     """Turn the shared options into a run: recipe + overrides, run folder, device, processes.
 
@@ -139,6 +158,7 @@ def resolve_run(
                 "continue it, or choose another --out"
             )
         resolved = load_recipe(recipe or DEFAULT_RECIPE, overrides or [])
+    own_data = data is None or Path(data) == Path(resolved.data.root)
     if data is not None:
         data_cfg = dataclasses.replace(resolved.data, root=str(data))
         resolved = dataclasses.replace(resolved, data=data_cfg)
@@ -146,10 +166,23 @@ def resolve_run(
         resolved = dataclasses.replace(resolved, seed=seed)
     if resume:
         changes = recipe_changes(stored, resolved.to_dict())
+        network = [
+            c for c in changes if c.startswith("model.") and c.split(":")[0] not in SAME_TENSORS
+        ]
+        if network:
+            raise CopsError(
+                f"--resume: {last} holds another network than the recipe asks for "
+                f"({'; '.join(network)}); drop those --set options, or start a new run from its "
+                f"weights with --weights {last} and another --out"
+            )
         if changes:
             log.warning("resuming with recipe changes: %s", "; ".join(changes))
     if weights is not None and not weights.is_file():
         raise CopsError(f"--weights {weights}: file not found")
+    if reinit_head and weights is None:
+        raise CopsError(
+            "--reinit-head: it applies to the layers loaded with --weights; add --weights"
+        )
     device_type = resolve_device(device).type
     return RunConfig(
         recipe=resolved,
@@ -159,6 +192,8 @@ def resolve_run(
         nproc=resolve_nproc(nproc, device_type, under_launcher),
         resume=resume,
         weights=weights,
+        reinit_head=reinit_head,
+        own_data=own_data,
         verbose=state.verbose,
         quiet=state.quiet,
     )
@@ -176,9 +211,13 @@ def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
 
     launched = under_launcher()
     run = resolve_run(**options, under_launcher=launched, out_suffix=out_suffix)
+    set_activity(
+        f"{phase.name} run {run.out}",
+        "to continue from its last checkpoint, run the same command with --resume",
+    )
     worker = partial(phase_worker, phase=phase)
     if launched or run.nproc == 1:
         worker(run)
         return
-    ensure_dataset(run.recipe)
+    ensure_dataset(run.recipe, may_generate=run.own_data)
     launch_local(run.nproc, worker, run, verbose=run.verbose)

@@ -1,7 +1,8 @@
 """Export the cost network to ONNX or TorchScript with its metadata JSON, and load exports back.
 
 An export is two files: the model (``model.onnx`` or ``model.pt``) and the metadata dict of
-:mod:`cops.inference.metadata` beside it (``model.json``). Both are written in full under temporary names
+:mod:`cops.inference.metadata` beside it (``model.json``). Both are written in full under
+temporary names
 before either replaces an older file; then the metadata is renamed into place and the model last,
 so a failed export (disk full) leaves the previous export as it was. The network maps a
 normalised float32 batch ``image [B, 3, H, W]`` (any batch size; H and W any multiples of

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 FORMAT = "cops-model"
 VERSION = 1
-SIZE_DIVISIBILITY = 32
-"""Input sizes are padded to multiples of this: the backbone's coarsest stride."""
 STRIDE = 4
 """Output stride of the cost maps (one AMWC node per STRIDE×STRIDE input pixels)."""
 OUTPUTS = ["node_costs", "edge_costs", "boundary_prob"]
@@ -51,7 +49,7 @@ def model_metadata(
         },
         "edge_distances": [int(d) for d in recipe.model.edge_distances],
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "size_divisibility": SIZE_DIVISIBILITY,
+        "size_divisibility": int(recipe.model.size_divisibility),
         "stride": STRIDE,
         "min_area": {
             "thing": int(recipe.eval.thing_min_area),
@@ -76,7 +74,7 @@ def model_metadata(
 
 
 def _scalar(state: Mapping[str, Any], key: str, default: list[float]) -> list[float]:
-    """A cost scalar from a SemanticBoundaryNet state dict as a list (``default`` where the key is absent)."""
+    """A cost scalar of a network state dict as a list (``default`` where the key is absent)."""
     value = state.get(key)
     if value is None:
         return default

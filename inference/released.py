@@ -1,0 +1,153 @@
+"""Turn the authors' released COPS files into ``cops`` files (``cops import-checkpoint``).
+
+A released model (detectron2 ``.pth``) becomes a normal COPS checkpoint of a recipe: our network's
+weights, the recipe, and the class metadata of the recipe's dataset in train-id order (the order of
+the original's contiguous ids). The DeepLab ImageNet backbone (``.pkl``) becomes a backbone state
+dict for ``--weights`` or ``model.backbone_weights``. Reading and renaming live in
+:mod:`cops.models.original_import`; this module picks the classes and writes the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cops.datasets.panoptic_io import read_json
+from cops.datasets.prepared import CategoryInfo, class_metadata
+from cops.errors import CopsError
+from cops.files import atomic_save
+from cops.models.backbone import BackboneInitWarning, DeepLabResNet
+from cops.models.build import FORMAT, VERSION
+from cops.models.network import SemanticBoundaryNet
+from cops.models.original_import import convert_backbone, convert_original, read_original_file
+from cops.recipes.schema import Recipe, load_recipe
+
+__all__ = [
+    "ImportResult",
+    "import_backbone",
+    "import_checkpoint",
+    "import_released_model",
+    "recipe_classes",
+]
+
+PHASE = "imported"
+"""The ``phase`` recorded in checkpoints made from released weights."""
+
+
+@dataclass
+class ImportResult:
+    """What an import wrote and what of the input it did not carry over (with reasons)."""
+
+    out: Path
+    tensors: int
+    dropped: dict[str, str]
+
+
+def recipe_classes(recipe: Recipe, data_root: Path | None = None) -> dict[str, list]:
+    """Class metadata of a recipe's dataset: built in for Cityscapes and synthetic, read from
+    the prepared dataset (``data_root``, default the recipe's ``data.root``) for COCO."""
+    dataset = recipe.data.dataset
+    if dataset == "cityscapes":
+        from cops.datasets.cityscapes import CATEGORIES
+    elif dataset == "synthetic":
+        from cops.datasets.synthetic import SYNTHETIC_CATEGORIES as CATEGORIES
+    else:
+        root = Path(data_root if data_root is not None else recipe.data.root)
+        source = root / f"panoptic_{recipe.data.val_split}.json"
+        if not source.is_file():
+            raise CopsError(
+                f"{source}: not found; the {dataset} classes come from a prepared dataset "
+                f"(cops prepare-data {dataset} … --out {root}, or pass --data)"
+            )
+        return class_metadata(CategoryInfo.from_json(read_json(source).get("categories"), source))
+    return class_metadata(
+        CategoryInfo(
+            category_ids=np.asarray([c.id for c in CATEGORIES], dtype=np.int64),
+            names=tuple(c.name for c in CATEGORIES),
+            colors=np.asarray([c.color for c in CATEGORIES], dtype=np.uint8).reshape(-1, 3),
+            isthing=np.asarray([c.isthing for c in CATEGORIES], dtype=bool),
+        )
+    )
+
+
+def _check_normalisation(found: dict[str, list[float]] | None, source: Path) -> None:
+    """The file's pixel mean/std must be the ImageNet ones our pixel pipeline uses."""
+    from cops.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    if found is None:
+        return
+    expected = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    for key, values in expected.items():
+        if not np.allclose(found[key], values, atol=1e-6):
+            raise CopsError(
+                f"{source}: pixel_{key} {[round(v * 255, 3) for v in found[key]]} differs from "
+                f"the ImageNet values {[round(v * 255, 3) for v in values]} cops normalises with"
+            )
+
+
+def import_released_model(
+    source: Path,
+    recipe_name: str,
+    out: Path,
+    overrides: list[str] | None = None,
+    data_root: Path | None = None,
+) -> ImportResult:
+    """Convert a released COPS checkpoint to a COPS checkpoint of ``recipe_name``; return a report.
+
+    Fails naming every key that does not map, and every network key the file lacks.
+    """
+    source = Path(source)
+    recipe = load_recipe(recipe_name, list(overrides or []))
+    classes = recipe_classes(recipe, data_root)
+    original = read_original_file(source)
+    plain = dataclasses.replace(recipe.model, backbone_weights=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BackboneInitWarning)
+        net = SemanticBoundaryNet.from_config(plain, len(classes["names"]))
+    converted = convert_original(original, net.state_dict(), str(source))
+    _check_normalisation(converted.normalisation, source)
+    recipe = dataclasses.replace(recipe, model=plain)
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": converted.state,
+        "recipe": recipe.to_dict(),
+        "classes": classes,
+        "iteration": 0,
+        "phase": PHASE,
+    }
+    atomic_save(checkpoint, out)
+    return ImportResult(Path(out), len(converted.state), converted.dropped)
+
+
+def import_backbone(source: Path, out: Path, backbone: str = "resnet50") -> ImportResult:
+    """Convert a DeepLab ImageNet backbone (``R-52.pkl``) to a backbone state dict file."""
+    source = Path(source)
+    original = read_original_file(source)
+    converted = convert_backbone(original, DeepLabResNet(backbone).state_dict(), str(source))
+    atomic_save({f"backbone.{k}": v for k, v in converted.state.items()}, out)
+    return ImportResult(Path(out), len(converted.state), converted.dropped)
+
+
+def import_checkpoint(
+    source: Path,
+    out: Path,
+    recipe_name: str | None = None,
+    backbone_only: bool = False,
+    overrides: list[str] | None = None,
+    data_root: Path | None = None,
+) -> ImportResult:
+    """``cops import-checkpoint``: a released model with ``recipe_name``, or (``backbone_only``)
+    an ImageNet backbone of the recipe's depth (ResNet-50 without a recipe)."""
+    if backbone_only:
+        depth = "resnet50"
+        if recipe_name is not None:
+            depth = load_recipe(recipe_name, list(overrides or [])).model.backbone
+        return import_backbone(source, out, depth)
+    if recipe_name is None:
+        raise CopsError("--recipe is needed to import a model (e.g. --recipe cityscapes-r50)")
+    return import_released_model(source, recipe_name, out, overrides, data_root)

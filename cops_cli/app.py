@@ -14,7 +14,6 @@ from cops.cli.evaluate import evaluate
 from cops.cli.export import export
 from cops.cli.finetune_pq import finetune_pq
 from cops.cli.import_checkpoint import import_checkpoint
-from cops.cli.import_checkpoint import import_checkpoint
 from cops.cli.predict import predict
 from cops.cli.prepare_data import app as prepare_data_app
 from cops.cli.pretrain import pretrain
@@ -40,7 +39,6 @@ app.command("finetune-pq")(finetune_pq)
 app.command("evaluate")(evaluate)
 app.command("predict")(predict)
 app.command("export")(export)
-app.command("import-checkpoint")(import_checkpoint)
 app.command("import-checkpoint")(import_checkpoint)
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(bench_app, name="bench")

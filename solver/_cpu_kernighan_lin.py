@@ -6,8 +6,9 @@ runs passes over small clusters: swaps between adjacent clusters, splits against
 of a cheap class, growth into the neighbours, and new regions grown from single items;
 ``kl_global`` is one pass of ``best_move`` moves over all items.
 
-Every pass charges the adjacency entries it scans to ``s.work`` (see ``Search``); ``kl_round``
-starts no new pass once the budget is spent, which bounds the local search on large noisy inputs.
+Every pass charges the adjacency entries its move evaluations scan to ``s.work`` (see ``Search``);
+no pass starts once the budget is spent, so the work of a round exceeds the budget by at most one
+pass. This bounds the local search on large noisy inputs, where small clusters abound.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from cops.solver._cpu_structures import (
     id_of,
     id_table,
     log_merge,
-    log_move,
     log_reserve,
     minheap_pop,
     minheap_push,
+    move_logged,
     new_log,
     undo,
 )
@@ -80,12 +81,8 @@ def _kl_target(x, a, b):
 @nb.njit(**JIT)
 def kl_scratch(n_items):
     """Work arrays (version, lock, seen, lock id) shared by the passes of one round."""
-    return (
-        np.zeros(n_items, np.int64),
-        np.zeros(n_items, np.int64),
-        np.zeros(n_items, np.int64),
-        np.zeros(1, np.int64),
-    )
+    rows = np.zeros((3, n_items), np.int64)
+    return rows[0], rows[1], rows[2], np.zeros(1, np.int64)
 
 
 @nb.njit(**JIT)
@@ -133,6 +130,7 @@ def kl_pass(s, part, ws, a, b, seeds, max_steps):
         v = item // 65536
         if lock[v] == lock_id or (ver[v] & 65535) != item % 65536:
             continue
+        steps += 1
         x = find_readonly(parent, cl[v])
         y = _kl_target(x, a, b)
         deg = indptr[v + 1] - indptr[v]
@@ -145,16 +143,11 @@ def kl_pass(s, part, ws, a, b, seeds, max_steps):
                     csize[y] += csize[q]
                     n_log = log_merge(log, n_log, q, y)
             spent += deg
-        n_log = log_move(log, n_log, v, cl[v])
-        cl[v] = y
-        csize[x] -= 1
-        csize[y] += 1
+        n_log = move_logged(log, n_log, part, v, x, y)
         lock[v] = lock_id
-        steps += 1
         total += d
         if total < best:
-            best = total
-            best_log = n_log
+            best, best_log = total, n_log
         for j in range(indptr[v], indptr[v + 1]):
             u = np.int64(nbr[j])
             xu = find_readonly(parent, cl[u])
@@ -218,7 +211,6 @@ def _boundary(s, root):
                 item[t] = v
                 outside[t] = nbr[j]
                 t += 1
-    _charge(s, 2 * indptr[n_items])
     return inside, item, outside
 
 
@@ -294,6 +286,8 @@ def kl_round(s, part, used, kl_cap):
     cost, thing = s.cost, s.thing
     n_items, k_cls = cost.shape
     cap = clab.shape[0]
+    if s.work[0] <= 0:
+        return 0.0, used
     ws = kl_scratch(n_items)
     gain = _pair_passes(s, part, ws, kl_cap)
     # Splits: clusters against a fresh empty cluster of each of their cheapest classes (a thing
@@ -355,9 +349,12 @@ def kl_global(s, part, used, patience):
 
     Repeatedly applies the best move of any unmoved item (even when it does not pay), each item
     at most once, stopping after ``patience`` moves without a new best; the best prefix is kept.
-    Needs ``clab.shape[0] - used >= number of items`` free cluster ids. Returns (change, used).
+    Needs ``clab.shape[0] - used >= number of items`` free cluster ids; does nothing once
+    ``s.work`` is spent. Returns (change, used).
     """
     cl, clab, csize, parent = part
+    if s.work[0] <= 0:
+        return 0.0, used
     indptr, nbr = s.indptr, s.nbr
     n_items, k_cls = s.cost.shape
     cap = clab.shape[0]
@@ -404,18 +401,12 @@ def kl_global(s, part, used, patience):
                 used += 1
                 clab[dest] = target
                 csize[dest] = 0
-        n_log = log_move(log, n_log, v, cl[v])
-        cl[v] = dest
-        csize[p] -= 1
-        csize[dest] += 1
+        n_log = move_logged(log, n_log, part, v, p, dest)
         locked[v] = True
         steps += 1
         total += d2
         if total < best:
-            best = total
-            best_log = n_log
-            best_step = steps
-            used_at_best = used
+            best, best_log, best_step, used_at_best = total, n_log, steps, used
         for j in range(indptr[v], indptr[v + 1]):
             u = np.int64(nbr[j])
             if not locked[u]:

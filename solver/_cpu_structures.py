@@ -156,10 +156,8 @@ def maxheap_pop(heap, size):
         return top, size
     item = heap[size]
     i = 0
-    while True:
+    while 4 * i + 1 < size:
         c = 4 * i + 1
-        if c >= size:
-            break
         best = c
         bv = heap[c]
         for j in range(c + 1, min(c + 4, size)):
@@ -183,6 +181,13 @@ def _less(k1, v1, k2, v2):
     return k1 < k2 or (k1 == k2 and v1 < v2)
 
 
+@nb.njit(inline="always", **JIT)
+def _put(hkey, hval, i, key, val):
+    """Store (key, val) at heap position i."""
+    hkey[i] = key
+    hval[i] = val
+
+
 @nb.njit(**JIT)
 def minheap_push(hkey, hval, size, key, val):
     """Push (key, val) onto a binary min-heap, growing storage when full.
@@ -197,11 +202,9 @@ def minheap_push(hkey, hval, size, key, val):
         p = (i - 1) >> 1
         if not _less(key, val, hkey[p], hval[p]):
             break
-        hkey[i] = hkey[p]
-        hval[i] = hval[p]
+        _put(hkey, hval, i, hkey[p], hval[p])
         i = p
-    hkey[i] = key
-    hval[i] = val
+    _put(hkey, hval, i, key, val)
     return hkey, hval, size + 1
 
 
@@ -223,11 +226,9 @@ def minheap_pop(hkey, hval, size):
                 c += 1
             if not _less(hkey[c], hval[c], lk, lv):
                 break
-            hkey[i] = hkey[c]
-            hval[i] = hval[c]
+            _put(hkey, hval, i, hkey[c], hval[c])
             i = c
-        hkey[i] = lk
-        hval[i] = lv
+        _put(hkey, hval, i, lk, lv)
     return key, val, size
 
 
@@ -319,20 +320,22 @@ def log_reserve(log, n_log, extra):
 
 
 @nb.njit(**JIT)
-def log_move(log, n_log, v, old):
-    """Log that item v left cluster entry ``old``; returns the new length."""
-    log[0][n_log] = 0
-    log[1][n_log] = v
-    log[2][n_log] = old
+def log_merge(log, n_log, q, into):
+    """Log that cluster q was merged into ``into``; returns the new length."""
+    kind, who, where = log
+    kind[n_log], who[n_log], where[n_log] = 1, q, into
     return n_log + 1
 
 
 @nb.njit(**JIT)
-def log_merge(log, n_log, q, into):
-    """Log that cluster q was merged into ``into``; returns the new length."""
-    log[0][n_log] = 1
-    log[1][n_log] = q
-    log[2][n_log] = into
+def move_logged(log, n_log, part, v, x, y):
+    """Move item v from its cluster x to cluster y and log it; returns the new log length."""
+    cl, _, csize, _ = part
+    kind, who, where = log
+    kind[n_log], who[n_log], where[n_log] = 0, v, cl[v]
+    cl[v] = y
+    csize[x] -= 1
+    csize[y] += 1
     return n_log + 1
 
 

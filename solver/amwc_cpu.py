@@ -29,7 +29,7 @@ MULTI_START_NODES = 4096
 
 LOCAL_SEARCH: dict[str, Effort] = {
     "off": Effort(rounds=0),
-    "fast": Effort(rounds=4, sweep_moves=1.0, kl_work=0.25, kl_floor=1 << 16, min_gain=0.02),
+    "fast": Effort(rounds=4, sweep_moves=1.0, kl_work=0.1, kl_floor=1 << 16, min_gain=0.02),
     "full": Effort(rounds=20),
 }
 """Local-search efforts by name, for ``solve_amwc(local_search=...)`` and the recipe."""

@@ -34,18 +34,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import cuda
 
 from cops.solver import _cuda_kernels as kern
-from cops.solver.checks import is_torch, validate_partitionable
+from cops.solver import _cuda_refine_kernels as rk
+from cops.solver.checks import is_torch, validate_local_search, validate_partitionable
 
 __all__ = ["solve_amwc_cuda", "solve_amwc_cuda_batch"]
 
-#: Cap on parallel local-search iterations (each applies a conflict-free set of improving moves).
-LOCAL_SEARCH_ITERS = 100
+
+class LocalSearchBound(NamedTuple):
+    """Bound on the parallel local search of one level (clusters, then nodes).
+
+    ``iterations``: most iterations (each applies a conflict-free set of improving moves).
+    ``min_gain``: an iteration that gains less than this fraction of the first one's gain ends
+    the level (0 = run until no unit moves).
+    """
+
+    iterations: int
+    min_gain: float
+
+
+LOCAL_SEARCH = {
+    "off": LocalSearchBound(0, 0.0),
+    "fast": LocalSearchBound(16, 0.01),
+    "full": LocalSearchBound(100, 0.0),
+}
+"""Local-search bounds by effort name (``solve_amwc(local_search=...)``)."""
 
 _ERRORS = {
     kern.ERR_NONFINITE: "node_costs/edge_costs: contain NaN or infinite values",
@@ -131,11 +149,13 @@ class _Scan:
 class _Solver:
     """Device buffers and the stages of one (possibly batched) solve."""
 
-    def __init__(self, ntot: int, k: int, etot: int, stream: Any) -> None:
+    def __init__(self, ntot: int, k: int, etot: int, nb: int, stream: Any) -> None:
         s = stream
         self.stream = s
         self.k = k
         self.ntot = ntot
+        self.nb = nb
+        self.nper = ntot // nb
         self.etot = etot
 
         def dev(shape: Any, dtype: Any) -> Any:
@@ -176,6 +196,10 @@ class _Solver:
         self.members = dev(gmax, np.int32)
         self.err = cuda.to_device(np.zeros(1, np.int32), stream=s)
         self.stamp_buf = cuda.to_device(np.zeros(1, np.int32), stream=s)
+        self.gain_buf = cuda.to_device(np.zeros(nb, np.int64), stream=s)
+        self.live = cuda.to_device(np.ones(nb, np.uint8), stream=s)
+        self.image = dev(ntot, np.int32)
+        self.identity = dev(ntot, np.int32)
         self.stamp = 0
         self.scan = _Scan(max(gmax, 2 * etot), s)
 
@@ -285,48 +309,81 @@ class _Solver:
             n = nn
         return n, ne
 
+    def _gains(self) -> np.ndarray:
+        """Local-search gain per image (units of 1 / GAIN_UNIT); synchronises the stream."""
+        out = self.gain_buf.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return out
+
     def _moves(
-        self, n: int, ne: int, graph: tuple[Any, Any, Any], cost: Any, stuff: Any, max_iters: int
-    ) -> None:
-        """Parallel local search on ``n`` units (see ``k_ls_eval``) over ``ne`` edges."""
-        if max_iters <= 0 or ne == 0:
-            return
+        self,
+        n: int,
+        ne: int,
+        graph: tuple[Any, Any, Any],
+        cost: Any,
+        stuff: Any,
+        bound: LocalSearchBound,
+        unit_of: Any,
+    ) -> int:
+        """Parallel local search on ``n`` units (see ``k_ls_eval``) over ``ne`` edges within
+        ``bound``; ``unit_of`` maps nodes to units. Returns the number of iterations run."""
+        if bound.iterations <= 0 or ne == 0:
+            return 0
         eu, ev, ew = graph
-        self._run(kern.k_half_ends, ne, eu, ev, ne, self.ends)
+        self._run(rk.k_half_ends, ne, eu, ev, ne, self.ends)
         self._group(self.ends, 2 * ne, n, self.adj_off, self.adj)
-        for _ in range(max_iters):
+        self._run(rk.k_unit_image, self.ntot, unit_of, self.ntot, self.nper, self.image)
+        live = np.ones(self.nb, np.uint8)
+        self.live.copy_to_device(live, stream=self.stream)
+        first = before = self._gains()
+        for it in range(bound.iterations):
             self.ls_round += 1
             fresh = self.k + self.ntot * self.ls_round
             self._run(
-                kern.k_ls_eval, n, self.adj_off, self.adj, eu, ev, ew, cost, self.k, stuff, n,
+                rk.k_ls_eval, n, self.adj_off, self.adj, eu, ev, ew, cost, self.k, stuff, n,
                 fresh, self.key, self.cls, self.delta, self.tkey, self.tcls,
             )  # fmt: skip
             stamp = self._next_stamp()
             self._run(
-                kern.k_ls_apply, n, self.adj_off, self.adj, eu, ev, n, self.delta, self.tkey,
-                self.tcls, self.key, self.cls, self.stamp_buf, stamp,
+                rk.k_ls_apply, n, self.adj_off, self.adj, eu, ev, n, self.delta, self.tkey,
+                self.tcls, self.key, self.cls, self.stamp_buf, stamp, self.image, self.live,
+                self.gain_buf,
             )  # fmt: skip
             if not self._changed(stamp):
-                break
+                return it + 1
+            if bound.min_gain > 0.0:
+                # Images whose iteration gained little compared with their first stop moving, so
+                # a batch gives every image the result it would get alone.
+                now = self._gains()
+                if it == 0:
+                    first = now - before
+                else:
+                    live &= (now - before >= bound.min_gain * first).astype(np.uint8)
+                    if not live.any():
+                        return it + 1
+                    self.live.copy_to_device(live, stream=self.stream)
+                before = now
+        return bound.iterations
 
-    def refine(self, n: int, ne: int, stuff: Any, max_iters: int) -> None:
+    def refine(self, n: int, ne: int, stuff: Any, bound: LocalSearchBound) -> tuple[int, int]:
         """Segment keys per node, improved by local search on clusters and then on nodes.
 
         Cluster-level moves relabel or re-attach whole greedy clusters (undoing, say, a stuff
         region that the stuff merge joined to a neighbour of its wrong class); node-level moves
-        then fix single nodes on the segment boundaries.
+        then fix single nodes on the segment boundaries. Returns the iterations run per level.
         """
         ntot = self.ntot
-        self._run(kern.k_cluster_keys, n, n, self.lab, stuff, self.k, self.cls, self.key)
+        self._run(rk.k_cluster_keys, n, n, self.lab, stuff, self.k, self.cls, self.key)
         graph = (self.eu[self.e], self.ev[self.e], self.ew[self.e])
-        self._moves(n, ne, graph, self.cost[self.c], stuff, max_iters)
+        its = self._moves(n, ne, graph, self.cost[self.c], stuff, bound, self.node_cl)
         self.cls, self.ccls = self.ccls, self.cls
         self.key, self.ckey = self.ckey, self.key
         self._run(
-            kern.k_node_keys, ntot, self.node_cl, ntot, self.ccls, self.ckey, self.cls, self.key
+            rk.k_node_keys, ntot, self.node_cl, ntot, self.ccls, self.ckey, self.cls, self.key
         )
         graph = (self.eu[0], self.ev[0], self.ew[0])
-        self._moves(ntot, self.etot, graph, self.cost[0], stuff, max_iters)
+        self._run(kern.k_iota, ntot, self.identity, ntot)
+        return its, self._moves(ntot, self.etot, graph, self.cost[0], stuff, bound, self.identity)
 
     def segments(self) -> None:
         """parent[v] = lowest node of v's segment (connected over edges with equal keys)."""
@@ -335,25 +392,18 @@ class _Solver:
         while etot > 0:
             stamp = self._next_stamp()
             self._run(
-                kern.k_hook, etot, self.eu[0], self.ev[0], etot, self.key, self.parent,
+                rk.k_hook, etot, self.eu[0], self.ev[0], etot, self.key, self.parent,
                 self.stamp_buf, stamp,
             )  # fmt: skip
-            self._run(kern.k_compress, ntot, self.parent, ntot)
+            self._run(rk.k_compress, ntot, self.parent, ntot)
             if not self._changed(stamp):
                 break
 
 
 def _solve(
-    costs: Any,
-    edges: Any,
-    weights: Any,
-    partitionable: Any,
-    nb: int,
-    batched: bool,
-    satellites: bool,
-    ls_iters: int,
-    stream: Any,
-) -> tuple[Any, Any, Any]:
+    costs: Any, edges: Any, weights: Any, partitionable: Any, nb: int, satellites: bool,
+    bound: LocalSearchBound, stream: Any, stats: dict[str, int],
+) -> tuple[Any, Any, Any]:  # fmt: skip
     """Shared body of the single and batched entry points (inputs already on the device)."""
     n, k = tuple(costs.shape)[-2:]
     m = edges.shape[0]
@@ -367,9 +417,9 @@ def _solve(
     comp = cuda.device_array(ntot, np.int32, stream=stream)
     cut = cuda.device_array(etot, np.bool_, stream=stream)
     if ntot > 0:
-        sv = _Solver(ntot, k, etot, stream)
+        sv = _Solver(ntot, k, etot, nb, stream)
         run = sv._run
-        if batched:
+        if len(costs.shape) == 3:
             run(kern.k_load_costs3, ntot * k, costs, nb, n, k, sv.cost[0], sv.err)
             run(kern.k_load_weights2, etot, weights, nb, m, sv.ew[0], sv.err)
         else:
@@ -378,40 +428,56 @@ def _solve(
         run(kern.k_load_edges, etot, edges, m, n, nb, sv.eu[0], sv.ev[0], sv.err)
         sv.check_errors()
         nc, ne = sv.contract(satellites)
-        sv.refine(nc, ne, stuff, ls_iters)
+        stats["cluster_iterations"], stats["node_iterations"] = sv.refine(nc, ne, stuff, bound)
         sv.segments()
-        run(kern.k_is_root, ntot, sv.parent, ntot, sv.isroot)
+        run(rk.k_is_root, ntot, sv.parent, ntot, sv.isroot)
         sv.scan(sv.isroot, ntot, sv.newid)
-        run(kern.k_outputs, ntot, ntot, n, sv.parent, sv.cls, sv.newid, labels, comp)
-        run(kern.k_cut, etot, edges, m, n, nb, comp, cut)
+        run(rk.k_outputs, ntot, ntot, n, sv.parent, sv.cls, sv.newid, labels, comp)
+        run(rk.k_cut, etot, edges, m, n, nb, comp, cut)
     stream.synchronize()
-    if batched:
+    if len(costs.shape) == 3:
         return labels.reshape(nb, n), comp.reshape(nb, n), cut.reshape(nb, m)
     return labels, comp, cut
 
 
-def _ls_iters(local_search: bool) -> int:
-    """Local-search iteration cap for the ``local_search`` flag."""
-    return LOCAL_SEARCH_ITERS if local_search else 0
-
-
-def _check_edge_shapes(edges: Any, m: int) -> None:
-    """edges must be [E, 2] with E matching the edge costs."""
-    if len(edges.shape) != 2 or edges.shape[1] != 2:
-        raise ValueError(f"edges: expected shape [E, 2], got {tuple(edges.shape)}")
-    if edges.shape[0] != m:
-        raise ValueError(f"edge_costs: expected {edges.shape[0]} values (one per edge), got {m}")
-
-
-def solve_amwc_cuda(
+def _run_entry(
     node_costs: Any,
     edges: Any,
     edge_costs: Any,
     partitionable: Any,
-    *,
-    local_search: bool = True,
-    satellites: bool = True,
+    batched: bool,
+    options: dict[str, Any],
 ) -> tuple[Any, Any, Any]:
+    """Check shapes, bring the inputs to the device and solve (one instance or a batch)."""
+    bound = LOCAL_SEARCH[validate_local_search(options.get("local_search", "fast"))]
+    stats = options.get("stats")
+    with _device_of(node_costs, edges, edge_costs) as stream:
+        c = _device_array(node_costs, "node_costs", "fiub")
+        e = _device_array(edges, "edges", "iu")
+        w = _device_array(edge_costs, "edge_costs", "fiu")
+        if batched and len(c.shape) != 3:
+            raise ValueError(f"node_costs: expected shape [B, N, K], got {tuple(c.shape)}")
+        if not batched and len(c.shape) != 2:
+            raise ValueError(f"node_costs: expected shape [N, K], got {tuple(c.shape)}")
+        nb = c.shape[0] if batched else 1
+        want = (nb, "E") if batched else ("E",)
+        if len(w.shape) != len(want) or (batched and w.shape[0] != nb):
+            raise ValueError(f"edge_costs: expected shape {list(want)}, got {tuple(w.shape)}")
+        if len(e.shape) != 2 or e.shape[1] != 2:
+            raise ValueError(f"edges: expected shape [E, 2], got {tuple(e.shape)}")
+        m = w.shape[len(w.shape) - 1]  # the simulator's shapes take no negative index
+        if e.shape[0] != m:
+            raise ValueError(f"edge_costs: expected {e.shape[0]} values (one per edge), got {m}")
+        return _solve(
+            c, e, w, partitionable, nb, options.get("satellites", True), bound, stream,
+            {} if stats is None else stats,
+        )  # fmt: skip
+
+
+def solve_amwc_cuda(
+    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *,
+    local_search: bool | str = "fast", satellites: bool = True, stats: dict | None = None,
+) -> tuple[Any, Any, Any]:  # fmt: skip
     """Solve one AMWC instance on the GPU.
 
     Args:
@@ -419,53 +485,34 @@ def solve_amwc_cuda(
         edges: [E, 2] integer node pairs.
         edge_costs: [E] cost paid when an edge is cut (positive favours joining).
         partitionable: [K] bool, True for thing classes (may be split into instances).
-        local_search: refine the contraction by parallel single-node moves (see module doc).
+        local_search: "off", "fast" (default) or "full" (see ``LOCAL_SEARCH``), or a bool (True
+            = "fast"): how far parallel moves refine the contraction (see module doc).
         satellites: also contract safe star-shaped groups around mutual pairs (see module doc);
             False restricts every round to mutual pairs (closer to the sequential greedy order,
             but one round per absorbed neighbour).
+        stats: if given, gains the local-search iterations run per level
+            (``cluster_iterations``, ``node_iterations``).
 
     Returns numba device arrays ``(labels int32 [N], components int32 [N], cut bool [E])``;
     components are numbered 0..C-1 in order of their first node. Torch CUDA inputs are read in
     place on their device, after torch's current stream; wrap outputs with ``torch.as_tensor(x,
     device="cuda")``. The device is synchronised before returning, so wall-clock timing is valid.
     """
-    with _device_of(node_costs, edges, edge_costs) as stream:
-        c = _device_array(node_costs, "node_costs", "fiub")
-        e = _device_array(edges, "edges", "iu")
-        w = _device_array(edge_costs, "edge_costs", "fiu")
-        if len(c.shape) != 2:
-            raise ValueError(f"node_costs: expected shape [N, K], got {tuple(c.shape)}")
-        if len(w.shape) != 1:
-            raise ValueError(f"edge_costs: expected shape [E], got {tuple(w.shape)}")
-        _check_edge_shapes(e, w.shape[0])
-        return _solve(c, e, w, partitionable, 1, False, satellites, _ls_iters(local_search), stream)
+    options = {"local_search": local_search, "satellites": satellites, "stats": stats}
+    return _run_entry(node_costs, edges, edge_costs, partitionable, False, options)
 
 
 def solve_amwc_cuda_batch(
-    node_costs: Any,
-    edges: Any,
-    edge_costs: Any,
-    partitionable: Any,
-    *,
-    local_search: bool = True,
-    satellites: bool = True,
-) -> tuple[Any, Any, Any]:
+    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *,
+    local_search: bool | str = "fast", satellites: bool = True, stats: dict | None = None,
+) -> tuple[Any, Any, Any]:  # fmt: skip
     """Solve B instances sharing one graph as a single problem on their disjoint union.
 
     ``node_costs`` [B, N, K], ``edges`` [E, 2] (the same for every image), ``edge_costs`` [B, E].
     Returns device arrays ``(labels int32 [B, N], components int32 [B, N], cut bool [B, E])`` with
-    component ids 0..C_b-1 per image; each image's result equals :func:`solve_amwc_cuda` on it.
-    Keyword arguments as for :func:`solve_amwc_cuda`.
+    component ids 0..C_b-1 per image; each image's result equals :func:`solve_amwc_cuda` on it
+    (the local-search bound is applied per image). Keyword arguments as for
+    :func:`solve_amwc_cuda`.
     """
-    with _device_of(node_costs, edges, edge_costs) as stream:
-        c = _device_array(node_costs, "node_costs", "fiub")
-        e = _device_array(edges, "edges", "iu")
-        w = _device_array(edge_costs, "edge_costs", "fiu")
-        if len(c.shape) != 3:
-            raise ValueError(f"node_costs: expected shape [B, N, K], got {tuple(c.shape)}")
-        if len(w.shape) != 2 or w.shape[0] != c.shape[0]:
-            raise ValueError(f"edge_costs: expected shape [{c.shape[0]}, E], got {tuple(w.shape)}")
-        _check_edge_shapes(e, w.shape[1])
-        return _solve(
-            c, e, w, partitionable, c.shape[0], True, satellites, _ls_iters(local_search), stream
-        )
+    options = {"local_search": local_search, "satellites": satellites, "stats": stats}
+    return _run_entry(node_costs, edges, edge_costs, partitionable, True, options)

@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from cops.solver.amwc_cpu import solve_cpu
+from cops.solver.amwc_cpu import LOCAL_SEARCH, Effort, solve_cpu
 from cops.solver.checks import (
     is_torch,
     to_numpy,
     validate_edges,
     validate_instance,
+    validate_local_search,
     validate_partitionable,
 )
 
 BACKENDS = ("auto", "cpu", "cuda")
-LOCAL_SEARCH_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,10 @@ def _wrap(template: Any, arrays: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
 
 
 def _solve_host(
-    c: np.ndarray, e: np.ndarray, w: np.ndarray, thing: np.ndarray, rounds: int
+    c: np.ndarray, e: np.ndarray, w: np.ndarray, thing: np.ndarray, effort: Effort
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Run the numba solver on validated host arrays."""
-    labels, comp, cut, obj = solve_cpu(c, e, w, thing, rounds)
+    labels, comp, cut, obj = solve_cpu(c, e, w, thing, effort)
     return labels, comp, cut, float(obj)
 
 
@@ -119,6 +119,18 @@ def _cuda_outputs(template: Any, labels: Any, comp: Any, cut: Any) -> tuple[Any,
     )
 
 
+def _solve_cuda(
+    batched: bool, node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, effort: str
+) -> tuple[Any, Any, Any]:
+    """The GPU solver's (labels, components, cut) in the kind of ``node_costs``."""
+    from cops.solver import amwc_cuda
+
+    solve = amwc_cuda.solve_amwc_cuda_batch if batched else amwc_cuda.solve_amwc_cuda
+    return _cuda_outputs(
+        node_costs, *solve(node_costs, edges, edge_costs, partitionable, local_search=effort)
+    )
+
+
 def _objective_like(node_costs: Any, edge_costs: Any, labels: Any, cut: Any) -> Any:
     """Objective per instance (last two axes of node_costs), computed where the data lives."""
     if is_torch(node_costs) and is_torch(labels):
@@ -135,67 +147,49 @@ def _objective_like(node_costs: Any, edge_costs: Any, labels: Any, cut: Any) -> 
 
 
 def solve_amwc(
-    node_costs: Any,
-    edges: Any,
-    edge_costs: Any,
-    partitionable: Any,
-    backend: str = "auto",
-    *,
-    local_search: bool = True,
-) -> AMWCResult:
+    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, backend: str = "auto", *,
+    local_search: bool | str = "fast",
+) -> AMWCResult:  # fmt: skip
     """Solve one AMWC instance: class per node, segments (instances of thing classes) and cut edges.
 
     ``node_costs`` [N, K] cost of class k at node i; ``edges`` [E, 2]; ``edge_costs`` [E] paid when
     an edge is cut (positive favours joining); ``partitionable`` [K] True for thing classes. With
     ``partitionable`` all False this is multiway cut. ``backend``: "cpu" (greedy contraction),
     "cuda" (parallel greedy contraction on the GPU) or "auto" (cuda only when the inputs are on a
-    GPU); both refine by local search unless ``local_search`` is False. Bad input raises ValueError.
+    GPU); both refine the contraction by local search. ``local_search``: "off" (greedy only),
+    "fast" (default: bounded work, the whole solve within about 1.5x the greedy time), "full"
+    (until nothing improves; can take many times the greedy time on noisy costs); True means
+    "fast", False "off". Bad input raises ValueError.
     """
+    local_search = validate_local_search(local_search)
     backend = resolve_backend(backend, node_costs, edges, edge_costs)
     if backend == "cuda":
-        from cops.solver.amwc_cuda import solve_amwc_cuda
-
-        labels, comp, cut = _cuda_outputs(
-            node_costs,
-            *solve_amwc_cuda(
-                node_costs, edges, edge_costs, partitionable, local_search=local_search
-            ),
+        labels, comp, cut = _solve_cuda(
+            False, node_costs, edges, edge_costs, partitionable, local_search
         )
         objective = float(_objective_like(node_costs, edge_costs, labels, cut))
         return AMWCResult(labels, comp, cut, objective)
     c, e, w, thing = validate_instance(node_costs, edges, edge_costs, partitionable)
-    labels, comp, cut, objective = _solve_host(
-        c, e, w, thing, LOCAL_SEARCH_ROUNDS if local_search else 0
-    )
+    labels, comp, cut, objective = _solve_host(c, e, w, thing, LOCAL_SEARCH[local_search])
     labels, comp, cut = _wrap(node_costs, (labels, comp, cut))
     return AMWCResult(labels, comp, cut, objective)
 
 
 def solve_amwc_batch(
-    node_costs: Any,
-    edges: Any,
-    edge_costs: Any,
-    partitionable: Any,
-    backend: str = "auto",
-    *,
-    local_search: bool = True,
-    num_threads: int | None = None,
-) -> AMWCResult:
+    node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, backend: str = "auto", *,
+    local_search: bool | str = "fast", num_threads: int | None = None,
+) -> AMWCResult:  # fmt: skip
     """Solve B instances on one shared graph; fields are batched ([B, N], [B, N], [B, E], [B]).
 
     ``node_costs`` [B, N, K], ``edges`` [E, 2], ``edge_costs`` [B, E]. On the CPU, images run in
     parallel on ``num_threads`` threads (default: all cores); each result equals ``solve_amwc``
-    on that image.
+    on that image (``local_search`` as there).
     """
+    local_search = validate_local_search(local_search)
     backend = resolve_backend(backend, node_costs, edges, edge_costs)
     if backend == "cuda":
-        from cops.solver.amwc_cuda import solve_amwc_cuda_batch
-
-        labels, comp, cut = _cuda_outputs(
-            node_costs,
-            *solve_amwc_cuda_batch(
-                node_costs, edges, edge_costs, partitionable, local_search=local_search
-            ),
+        labels, comp, cut = _solve_cuda(
+            True, node_costs, edges, edge_costs, partitionable, local_search
         )
         return AMWCResult(labels, comp, cut, _objective_like(node_costs, edge_costs, labels, cut))
 
@@ -211,10 +205,10 @@ def solve_amwc_batch(
     thing = validate_partitionable(partitionable, k)
     e = validate_edges(edges, n)
     instances = [validate_instance(c[i], e, w[i], thing) for i in range(b)]
-    rounds = LOCAL_SEARCH_ROUNDS if local_search else 0
+    effort = LOCAL_SEARCH[local_search]
     workers = max(1, min(b, num_threads or os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda inst: _solve_host(*inst, rounds), instances))
+        results = list(pool.map(lambda inst: _solve_host(*inst, effort), instances))
     m = e.shape[0]
     labels = np.stack([r[0] for r in results]) if results else np.zeros((0, n), np.int64)
     comp = np.stack([r[1] for r in results]) if results else np.zeros((0, n), np.int64)

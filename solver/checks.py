@@ -6,6 +6,21 @@ from typing import Any
 
 import numpy as np
 
+LOCAL_SEARCH_EFFORTS = ("off", "fast", "full")
+"""Names of the local-search efforts of both solvers (``solve_amwc(local_search=...)``)."""
+
+
+def validate_local_search(local_search: Any) -> str:
+    """The effort name for ``local_search``: one of LOCAL_SEARCH_EFFORTS, or a bool (True means
+    the default "fast", False "off"); anything else raises ValueError."""
+    if isinstance(local_search, bool):
+        return "fast" if local_search else "off"
+    if isinstance(local_search, str) and local_search in LOCAL_SEARCH_EFFORTS:
+        return local_search
+    raise ValueError(
+        f"local_search: expected one of {LOCAL_SEARCH_EFFORTS} or a bool, got {local_search!r}"
+    )
+
 
 def is_torch(x: Any) -> bool:
     """True when ``x`` is a torch tensor (checked without importing torch)."""

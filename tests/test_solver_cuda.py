@@ -320,6 +320,7 @@ def test_kernels_compile_for_hopper() -> None:
     from numba import types as t
 
     from cops.solver import _cuda_kernels as kern
+    from cops.solver import _cuda_refine_kernels as refine_kern
 
     if kern.SIMULATOR:
         pytest.skip("numba runs in CUDA simulator mode")
@@ -362,16 +363,23 @@ def test_kernels_compile_for_hopper() -> None:
         "k_cluster_keys": (n, i1, u1, n, i1, l1),
         "k_node_keys": (i1, n, i1, l1, i1, l1),
         "k_ls_eval": (i1, i1, i1, i1, f1, f2, n, u1, n, n, l1, i1, f1, l1, i1),
-        "k_ls_apply": (i1, i1, i1, i1, n, f1, l1, i1, l1, i1, i1, n),
+        "k_unit_image": (i1, n, n, i1),
+        "k_ls_apply": (i1, i1, i1, i1, n, f1, l1, i1, l1, i1, i1, n, i1, u1, l1),
         "k_hook": (i1, i1, n, l1, i1, i1, n),
         "k_compress": (i1, n),
         "k_is_root": (i1, n, i1),
         "k_outputs": (n, n, i1, i1, i1, i1, i1),
         "k_cut": (t.int64[:, :], n, n, n, i1, b1),
     }
-    assert set(sigs) == {name for name in dir(kern) if name.startswith("k_")}
+    kernels = {
+        name: getattr(mod, name)
+        for mod in (kern, refine_kern)
+        for name in dir(mod)
+        if name.startswith("k_")
+    }
+    assert set(sigs) == set(kernels)
     for name, sig in sigs.items():
-        ptx, _ = cuda.compile_ptx(getattr(kern, name).py_func, sig, cc=(9, 0))
+        ptx, _ = cuda.compile_ptx(kernels[name].py_func, sig, cc=(9, 0))
         assert ".entry" in ptx, name
 
 

@@ -1,4 +1,4 @@
-"""Backbones, decoders, CopsNet shapes, weight loading and the cost model."""
+"""Backbones, decoders, SemanticBoundaryNet shapes, weight loading and the cost model."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import warnings
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from cops.models import (
+    AffineCosts,
     BackboneInitWarning,
-    CopsNet,
-    CostModel,
-    ResNetBackbone,
+    DeepLabResNet,
+    SemanticBoundaryNet,
     WeightsError,
     build_backbone,
     freeze_batchnorm,
     load_backbone_weights,
 )
+from cops.models.heads import midpoint_to_source, source_to_midpoint
 from cops.recipes.schema import ModelConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
@@ -35,9 +35,9 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def _small_net(output_stride: int = 16, **kwargs) -> CopsNet:
+def _small_net(output_stride: int = 16, **kwargs) -> SemanticBoundaryNet:
     """A resnet18 network with a 32-channel decoder: fast enough for many CPU forwards."""
-    return CopsNet(
+    return SemanticBoundaryNet(
         num_classes=5,
         edge_distances=[1, 4, 16],
         backbone="resnet18",
@@ -48,7 +48,7 @@ def _small_net(output_stride: int = 16, **kwargs) -> CopsNet:
 
 
 @pytest.fixture(scope="module")
-def nets() -> dict[int, CopsNet]:
+def nets() -> dict[int, SemanticBoundaryNet]:
     torch.manual_seed(0)
     return {os_: _small_net(os_).eval() for os_ in (16, 8)}
 
@@ -68,7 +68,7 @@ def test_output_shapes_are_ceil_quarter(nets, output_stride, size):
 
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_backbone_feature_strides(output_stride):
-    backbone = ResNetBackbone("resnet18", output_stride).eval()
+    backbone = DeepLabResNet("resnet18", output_stride).eval()
     with torch.no_grad():
         res2, res3, res5 = backbone(torch.randn(1, 3, 67, 131))
     assert res2.shape == (1, 64, 17, 33)
@@ -77,21 +77,15 @@ def test_backbone_feature_strides(output_stride):
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])
-def test_bottleneck_dilation_matches_torchvision(output_stride):
-    """Our generic stage dilation equals torchvision's own for bottleneck ResNets."""
-    torch.manual_seed(1)
-    ours = ResNetBackbone("resnet50", output_stride).eval()
-    dilate = [False, output_stride == 8, True]
-    ref = torchvision.models.resnet50(replace_stride_with_dilation=dilate).eval()
-    ref.load_state_dict(ours.state_dict(), strict=False)
-    x = torch.randn(1, 3, 40, 56)
-    with torch.no_grad():
-        stem = ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))
-        expected = ref.layer4(ref.layer3(ref.layer2(ref.layer1(stem))))
-        got = ours(x)[2]
-    stride5 = (math.ceil(40 / output_stride), math.ceil(56 / output_stride))
-    assert got.shape == expected.shape == (1, 2048, *stride5)
-    torch.testing.assert_close(got, expected)
+def test_deeplab_stem_and_multi_grid(output_stride):
+    """Three 3×3 stem convs (the first of stride 2), stride in the 3×3 conv, res5 multi-grid."""
+    net = DeepLabResNet("resnet50", output_stride)
+    stem = [(c.in_channels, c.out_channels, c.stride) for c in net.stem.children()]
+    assert stem == [(3, 64, (2, 2)), (64, 64, (1, 1)), (64, 128, (1, 1))]
+    assert net.res3[0].conv2.stride == (2, 2) and net.res3[0].conv1.stride == (1, 1)
+    base = 2 if output_stride == 16 else 4
+    assert [b.conv2.dilation[0] for b in net.res5] == [base, 2 * base, 4 * base]
+    assert net.res4[0].conv2.stride == ((2, 2) if output_stride == 16 else (1, 1))
 
 
 @pytest.mark.parametrize(
@@ -104,14 +98,14 @@ def test_bottleneck_dilation_matches_torchvision(output_stride):
     ],
 )
 def test_all_backbones_construct(name, channels):
-    net = CopsNet(3, [1, 2], backbone=name, decoder_channels=16)
+    net = SemanticBoundaryNet(3, [1, 2], backbone=name, decoder_channels=16)
     assert net.backbone.channels == channels
-    assert net.semantic_decoder.aspp.branches[0][0].in_channels == channels[2]
-    assert net.boundary_decoder.head[-1].out_channels == 4
+    assert net.semantic_decoder.aspp.branches[0].in_channels == channels[2]
+    assert net.boundary_head.classifiers[-1][-1].out_channels == 2
 
 
 def test_resnet34_forward():
-    net = CopsNet(3, [1], backbone="resnet34", decoder_channels=16).eval()
+    net = SemanticBoundaryNet(3, [1], backbone="resnet34", decoder_channels=16).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 3, 45, 50))
     assert out["semantic"].shape == (1, 3, 12, 13)
@@ -122,23 +116,22 @@ def test_decoders_have_separate_weights(nets):
     sem = dict(nets[16].semantic_decoder.named_parameters())
     bnd = dict(nets[16].boundary_decoder.named_parameters())
     assert not any(p is bnd[k] for k, p in sem.items())
-    assert not torch.equal(sem["aspp.project.0.weight"], bnd["aspp.project.0.weight"])
+    assert not torch.equal(sem["aspp.project.weight"], bnd["aspp.project.weight"])
 
 
 def test_from_config():
     cfg = ModelConfig(
         backbone="resnet18",
         output_stride=8,
-        pretrained=False,
         edge_distances=[1, 2, 4, 8],
         aspp_rates=[2, 4],
         decoder_channels=24,
     )
-    net = CopsNet.from_config(cfg, num_classes=7)
+    net = SemanticBoundaryNet.from_config(cfg, num_classes=7)
     assert net.edge_distances == (1, 2, 4, 8)
     assert net.backbone.output_stride == 8
     assert len(net.semantic_decoder.aspp.branches) == 3
-    assert net.semantic_decoder.aspp.branches[2][0].dilation == (4, 4)
+    assert net.semantic_decoder.aspp.branches[2].depthwise.dilation == (4, 4)
     with torch.no_grad():
         out = net.eval()(torch.randn(1, 3, 32, 48))
     assert out["semantic"].shape == (1, 7, 8, 12)
@@ -159,14 +152,14 @@ def test_from_config():
 def test_invalid_arguments(kwargs):
     args = {"num_classes": 3, "edge_distances": [1], "backbone": "resnet18"} | kwargs
     with pytest.raises(ValueError):
-        CopsNet(**args, decoder_channels=8)
+        SemanticBoundaryNet(**args, decoder_channels=8)
 
 
 def test_train_step_with_batch_of_one():
     net = _small_net().train()
     out = net(torch.randn(1, 3, 32, 32))
     (out["semantic"].sum() + out["boundary"].sum()).backward()
-    assert net.backbone.conv1.weight.grad is not None
+    assert net.backbone.stem.conv1.weight.grad is not None
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -182,30 +175,32 @@ def test_torchscript_matches_eager(nets):
 # ---------------------------------------------------------------- weights
 
 
-def _torchvision_state(name: str, seed: int) -> dict[str, torch.Tensor]:
-    """A random torchvision classifier state dict (fc included), as an ImageNet file has."""
+def _backbone_state(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """A random backbone state dict, as `cops import-checkpoint --backbone-only` writes one."""
     torch.manual_seed(seed)
-    return getattr(torchvision.models, name)(weights=None).state_dict()
+    net = DeepLabResNet(name)
+    for p in net.parameters():
+        nn.init.normal_(p)
+    return {f"backbone.{k}": v for k, v in net.state_dict().items()}
 
 
 def _assert_backbone_equals(backbone: nn.Module, state: dict[str, torch.Tensor]) -> None:
     own = backbone.state_dict()
-    assert set(own) == {k for k in state if not k.startswith("fc.")}
+    assert {f"backbone.{k}" for k in own} == set(state)
     for key, value in own.items():
-        assert torch.equal(value, state[key]), key
+        assert torch.equal(value, state[f"backbone.{key}"]), key
 
 
-def test_load_torchvision_weights_file(tmp_path):
-    state = _torchvision_state("resnet18", seed=3)
-    path = tmp_path / "resnet18.pth"
+def test_load_backbone_weights_file(tmp_path):
+    state = _backbone_state("resnet18", seed=3)
+    path = tmp_path / "resnet18.pt"
     torch.save(state, path)
-    backbone = ResNetBackbone("resnet18")
+    backbone = DeepLabResNet("resnet18")
     load_backbone_weights(backbone, path)
     _assert_backbone_equals(backbone, state)
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackboneInitWarning)
-        net = _small_net(weights_path=str(path), pretrained=True)  # file wins: no download
+        net = _small_net(weights_path=str(path))
     _assert_backbone_equals(net.backbone, state)
 
 
@@ -214,90 +209,58 @@ def test_load_weights_from_cops_checkpoint(tmp_path):
     source = _small_net()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": source.state_dict(), "iteration": 7}, path)
-    target = ResNetBackbone("resnet18")
+    target = DeepLabResNet("resnet18")
     load_backbone_weights(target, path)
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(target.state_dict()[key], value)
 
 
-def test_old_file_without_batch_counters_loads(tmp_path):
-    state = _torchvision_state("resnet18", seed=5)
+def test_file_without_batch_counters_loads(tmp_path):
+    state = _backbone_state("resnet18", seed=5)
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    path = tmp_path / "old.pth"
+    path = tmp_path / "frozen.pt"
     torch.save(state, path)
-    backbone = ResNetBackbone("resnet18")
+    backbone = DeepLabResNet("resnet18")
     load_backbone_weights(backbone, path)
-    assert torch.equal(backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    assert torch.equal(backbone.res4[1].conv2.weight, state["backbone.res4.1.conv2.weight"])
 
 
 def test_mismatched_weights_file_names_file_and_keys(tmp_path):
-    path = tmp_path / "resnet34.pth"
-    torch.save(_torchvision_state("resnet34", seed=0), path)
-    backbone = ResNetBackbone("resnet18")
-    before = backbone.layer1[0].conv1.weight.clone()
-    with pytest.raises(WeightsError, match=r"resnet34\.pth.*resnet18.*unexpected: layer1\.2"):
+    path = tmp_path / "resnet34.pt"
+    torch.save(_backbone_state("resnet34", seed=0), path)
+    backbone = DeepLabResNet("resnet18")
+    before = backbone.res2[0].conv1.weight.clone()
+    with pytest.raises(WeightsError, match=r"resnet34\.pt.*resnet18.*unexpected: res2\.2"):
         load_backbone_weights(backbone, path)
-    assert torch.equal(backbone.layer1[0].conv1.weight, before)
-
-    path50 = tmp_path / "resnet50.pth"
-    torch.save(_torchvision_state("resnet50", seed=0), path50)
-    with pytest.raises(WeightsError, match=r"resnet50\.pth.*shape: .*conv1\.weight"):
+    assert torch.equal(backbone.res2[0].conv1.weight, before)
+    path50 = tmp_path / "resnet50.pt"
+    torch.save(_backbone_state("resnet50", seed=0), path50)
+    with pytest.raises(WeightsError, match=r"resnet50\.pt.*shape: .*conv1\.weight"):
         load_backbone_weights(backbone, path50)
 
 
 def test_missing_key_and_bad_files(tmp_path):
-    state = _torchvision_state("resnet18", seed=0)
-    del state["layer4.1.bn2.weight"]
-    path = tmp_path / "partial.pth"
+    state = _backbone_state("resnet18", seed=0)
+    del state["backbone.res5.1.conv2.norm.weight"]
+    path = tmp_path / "partial.pt"
     torch.save(state, path)
-    with pytest.raises(WeightsError, match=r"partial\.pth.*missing: layer4\.1\.bn2\.weight"):
-        load_backbone_weights(ResNetBackbone("resnet18"), path)
-
+    with pytest.raises(WeightsError, match=r"partial\.pt.*missing: res5\.1\.conv2\.norm\.weight"):
+        load_backbone_weights(DeepLabResNet("resnet18"), path)
     with pytest.raises(WeightsError, match="not found"):
-        load_backbone_weights(ResNetBackbone("resnet18"), tmp_path / "nope.pth")
+        load_backbone_weights(DeepLabResNet("resnet18"), tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match=r"garbage\.pth.*cannot read"):
-        load_backbone_weights(ResNetBackbone("resnet18"), garbage)
+        load_backbone_weights(DeepLabResNet("resnet18"), garbage)
     listing = tmp_path / "list.pth"
     torch.save([1, 2, 3], listing)
     with pytest.raises(WeightsError, match=r"list\.pth.*state dict"):
-        load_backbone_weights(ResNetBackbone("resnet18"), listing)
-
-
-def test_pretrained_offline_warns_and_keeps_random_init(monkeypatch):
-    def offline(self, *args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(torchvision.models.ResNet18_Weights, "get_state_dict", offline)
-    torch.manual_seed(9)
-    expected = ResNetBackbone("resnet18").state_dict()
-    torch.manual_seed(9)
-    with pytest.warns(BackboneInitWarning, match=r"network is unreachable.*backbone_weights="):
-        backbone = build_backbone("resnet18", pretrained=True)
-    for key, value in backbone.state_dict().items():
-        assert torch.equal(value, expected[key])
-
-
-def test_pretrained_download_path_loads_enum_weights(monkeypatch):
-    state = _torchvision_state("resnet18", seed=11)
-    calls = []
-
-    def fake_download(self, *args, **kwargs):
-        calls.append(self)
-        return state
-
-    monkeypatch.setattr(torchvision.models.ResNet18_Weights, "get_state_dict", fake_download)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", BackboneInitWarning)
-        backbone = build_backbone("resnet18", pretrained=True)
-    assert calls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1]
-    _assert_backbone_equals(backbone, state)
+        load_backbone_weights(DeepLabResNet("resnet18"), listing)
 
 
 def test_random_init_warns():
     with pytest.warns(BackboneInitWarning, match="random weights"):
-        build_backbone("resnet18", pretrained=False)
+        build_backbone("resnet18")
 
 
 def test_freeze_batchnorm():
@@ -318,22 +281,25 @@ def test_freeze_batchnorm():
     torch.testing.assert_close(after["semantic"], before["semantic"])
     torch.testing.assert_close(after["boundary"], before["boundary"])
     trainable = {name for name, _ in net.named_parameters()}
-    assert "backbone.bn1.weight" not in trainable
-    assert "backbone.conv1.weight" in trainable
+    assert "backbone.stem.conv1.norm.weight" not in trainable
+    assert "backbone.stem.conv1.weight" in trainable
     net.load_state_dict(state)  # checkpoints of unfrozen nets still load
 
 
 def test_freeze_batchnorm_then_load_backbone_weights(tmp_path):
-    state = _torchvision_state("resnet18", seed=6)
-    path = tmp_path / "r18.pth"
+    state = _backbone_state("resnet18", seed=6)
+    path = tmp_path / "r18.pt"
     torch.save(state, path)
-    backbone = freeze_batchnorm(ResNetBackbone("resnet18"))
+    backbone = freeze_batchnorm(DeepLabResNet("resnet18"))
     load_backbone_weights(backbone, path)
-    assert torch.equal(backbone.bn1.running_var, state["bn1.running_var"])
+    var = state["backbone.stem.conv1.norm.running_var"]
+    assert torch.equal(backbone.stem.conv1.norm.running_var, var)
 
 
 def test_full_resolution_cityscapes_forward():
-    net = CopsNet(19, [1, 4, 16, 32, 64], backbone="resnet18", decoder_channels=32).eval()
+    net = SemanticBoundaryNet(
+        19, [1, 4, 16, 32, 64], backbone="resnet18", decoder_channels=32
+    ).eval()
     start = time.perf_counter()
     with torch.no_grad():
         out = net(torch.randn(1, 3, 1024, 2048))
@@ -347,8 +313,8 @@ def test_full_resolution_cityscapes_forward():
 # ---------------------------------------------------------------- cost model
 
 
-def test_cost_model_hand_values():
-    costs = CostModel([1, 4])
+def test_affine_costs_hand_values():
+    costs = AffineCosts([1, 4])
     with torch.no_grad():
         costs.a.fill_(2.0)
         costs.b.fill_(0.5)
@@ -363,7 +329,7 @@ def test_cost_model_hand_values():
     torch.testing.assert_close(nodes, (-2.0 * semantic + 0.5).flatten(2).transpose(1, 2))
     assert edges.shape == (2, 4, 2, 2)
     # channels (vertical, horizontal) of d=1 use α=3, β=1; of d=4 use α=0.5, β=−2
-    expected = torch.tensor([-(3 * 1 + 1), -(3 * 2 + 1), -(0.5 * 3 - 2), -(0.5 * 4 - 2)])
+    expected = torch.tensor([-3 * 1 + 1, -3 * 2 + 1, -0.5 * 3 - 2, -0.5 * 4 - 2])
     torch.testing.assert_close(edges[0, :, 1, 1], expected)
     assert costs.scalars() == {
         "a": 2.0,
@@ -374,8 +340,8 @@ def test_cost_model_hand_values():
     }
 
 
-def test_cost_model_init_and_gradients():
-    costs = CostModel([1, 2, 8])
+def test_affine_costs_init_and_gradients():
+    costs = AffineCosts([1, 2, 8])
     semantic = torch.randn(1, 4, 3, 5)
     boundary = torch.randn(1, 6, 3, 5)
     nodes, edges = costs(semantic, boundary)
@@ -388,9 +354,23 @@ def test_cost_model_init_and_gradients():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-def test_cost_model_scripts():
-    costs = CostModel([1, 4])
+def test_affine_costs_scripts():
+    costs = AffineCosts([1, 4])
     scripted = torch.jit.script(costs)
     semantic, boundary = torch.randn(2, 3, 4, 6), torch.randn(2, 4, 4, 6)
     for got, want in zip(scripted(semantic, boundary), costs(semantic, boundary), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_edge_layout_conversion_keeps_every_in_grid_edge():
+    """Midpoint (original) → source (project) layout and back is exact on in-grid edges."""
+    maps = torch.randn(1, 2, 9, 11)
+    for d in (1, 2, 4, 5):
+        lo, hi = d // 2, d - d // 2
+        source = midpoint_to_source(maps, d)
+        # the source-layout value at (y, x) is the midpoint value at (y + lo, x) / (y, x + lo)
+        torch.testing.assert_close(source[0, 0, : 9 - d], maps[0, 0, lo : 9 - hi])
+        torch.testing.assert_close(source[0, 1, :, : 11 - d], maps[0, 1, :, lo : 11 - hi])
+        back = source_to_midpoint(source, d)
+        torch.testing.assert_close(back[0, 0, lo : 9 - hi], maps[0, 0, lo : 9 - hi])
+        torch.testing.assert_close(back[0, 1, :, lo : 11 - hi], maps[0, 1, :, lo : 11 - hi])

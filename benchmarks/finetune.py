@@ -25,7 +25,7 @@ from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.prepared import class_metadata
 from cops.datasets.synthetic import prepare_synthetic
 from cops.device import resolve_device
-from cops.models import BackboneInitWarning, CopsNet
+from cops.models import BackboneInitWarning, SemanticBoundaryNet
 from cops.models.build import build_model
 from cops.recipes.schema import Recipe, load_recipe
 from cops.training.distributed import DistInfo
@@ -57,7 +57,7 @@ class FinetuneSetup:
     """What one fine-tuning step needs outside the engine: network, objective, batch stream."""
 
     recipe: Recipe  # with the fine-tuning schedule as its train section
-    model: CopsNet
+    model: SemanticBoundaryNet
     objective: PQObjective
     stream: Iterator[tuple[int, list[dict[str, Any]]]]
     classes: dict[str, list]

@@ -22,7 +22,7 @@ from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.inference.metadata import model_metadata
 from cops.inference.predictor import Predictor
-from cops.models import CostNet
+from cops.models import CostMapNet
 from cops.models.build import build_model
 from cops.recipes.schema import Recipe, load_recipe
 
@@ -56,7 +56,7 @@ def random_predictor(recipe: Recipe, device: str, backend: str) -> Predictor:
     dev = resolve_device(device)
     source = {"checkpoint": "", "iteration": 0, "phase": "random-init"}
     metadata = model_metadata(recipe, classes, net.costs.scalars(), source)
-    return Predictor(CostNet(net).eval().to(dev), metadata, device=dev, backend=backend)
+    return Predictor(CostMapNet(net).eval().to(dev), metadata, device=dev, backend=backend)
 
 
 def run(

@@ -18,7 +18,7 @@ import torch
 
 from cops.benchmarks.report import BenchResult, environment
 from cops.device import resolve_device
-from cops.models import BackboneInitWarning, CopsNet, PretrainLoss
+from cops.models import BackboneInitWarning, PretrainLoss, SemanticBoundaryNet
 from cops.recipes.schema import Recipe, load_recipe
 from cops.training.distributed import DistInfo
 from cops.training.engine import RunContext, Trainer, seed_everything
@@ -59,7 +59,7 @@ def run(
     overrides: Sequence[str] = (),
 ) -> BenchResult:
     """Train `steps` iterations on random batches; images/s (first step excluded), peak memory."""
-    overrides = [*overrides, f"train.iterations={steps + 1}", "model.pretrained=false"]
+    overrides = [*overrides, f"train.iterations={steps + 1}"]
     if batch:
         overrides.append(f"train.batch_size={batch}")
     resolved = load_recipe(recipe, overrides)
@@ -70,7 +70,7 @@ def run(
         torch.set_float32_matmul_precision("high")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        model = CopsNet.from_config(resolved.model, classes)
+        model = SemanticBoundaryNet.from_config(resolved.model, classes)
     cfg = resolved.train
     with tempfile.TemporaryDirectory(prefix="cops-bench-") as out:
         context = RunContext(Path(out), dev, DistInfo(), resolved.to_dict(), {"names": []})

@@ -2,8 +2,10 @@
 
 Builds street-scene-like AMWC instances on stride-4 grids (a procedural panoptic map, node costs
 from noisy class scores, edge costs from noisy same/different-segment evidence), times the solver
-per backend and prints one JSON line per (size, backend). ``--gap N`` instead measures the gap of
-the CPU solver to the exact ILP optimum on N random tiny instances.
+per backend and local-search effort (off / fast = default / full) and prints one JSON line per
+(size, backend). ``--family noisy`` uses the noisy family (pixel noise of σ in ``--sigmas``,
+unscaled edge costs) instead. ``--gap N`` instead measures the gap of the CPU solver to the exact
+ILP optimum on N random tiny instances. :func:`run` and :func:`run_gap` return the rows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, S
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
 DISTANCES = (1, 4, 16, 32, 64)
 SIZES = ((64, 128), (128, 256), (256, 512))
+FAMILIES = ("street", "noisy")
+NOISE_SIGMAS = (0.5, 1.0, 1.5)
+EFFORTS = ("off", "fast", "full")
 
 
 def _ellipse(mask_shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -186,6 +191,34 @@ def make_instance(
     }
 
 
+def noisy_instance(height: int, width: int, seed: int = 0, sigma: float = 1.5) -> dict[str, Any]:
+    """An instance of the noisy family on the same street scenes: pixel noise only, unscaled edges.
+
+    Node costs ``-log softmax(3 * onehot(class) + N(0, sigma^2))``, edge costs ``+-1 + N(0,
+    sigma^2)`` (+1 where the scene says same segment). Much noisier than ``make_instance``, it
+    leaves many small clusters after contraction, where local search has the most to do.
+    """
+    rng = np.random.default_rng(seed)
+    cls, seg = panoptic_scene(height, width, rng)
+    logits = 3.0 * np.eye(NUM_CLASSES)[cls] + sigma * rng.normal(size=(height, width, NUM_CLASSES))
+    logits -= logits.max(axis=-1, keepdims=True)
+    node_costs = -(logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True)))
+    edges = grid_graph(height, width, DISTANCES)
+    flat = seg.ravel()
+    same = flat[edges[:, 0]] == flat[edges[:, 1]]
+    edge_costs = np.where(same, 1.0, -1.0) + sigma * rng.normal(size=len(edges))
+    thing = np.zeros(NUM_CLASSES, bool)
+    thing[NUM_STUFF:] = True
+    return {
+        "node_costs": node_costs.reshape(-1, NUM_CLASSES),
+        "edges": edges,
+        "edge_costs": edge_costs,
+        "partitionable": thing,
+        "classes": cls,
+        "segments": seg,
+    }
+
+
 def baseline_objective(node_costs: np.ndarray, edges: np.ndarray, edge_costs: np.ndarray) -> float:
     """Objective of the trivial solution: argmin classes, cut exactly between different classes."""
     lab = node_costs.argmin(axis=1)
@@ -193,7 +226,7 @@ def baseline_objective(node_costs: np.ndarray, edges: np.ndarray, edge_costs: np
     return float(node_costs.min(axis=1).sum() + edge_costs[cut].sum())
 
 
-def _time_backend(inst: dict[str, Any], backend: str, repeats: int, local_search: bool) -> dict:
+def _time_backend(inst: dict[str, Any], backend: str, repeats: int, local_search: str) -> dict:
     """Median/min seconds over ``repeats`` solves after one warm-up, with the last result."""
     args = [inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"]]
     if backend == "cuda":
@@ -217,37 +250,61 @@ def _time_backend(inst: dict[str, Any], backend: str, repeats: int, local_search
     }
 
 
-def run_speed(
-    sizes: Sequence[tuple[int, int]], backends: Sequence[str], repeats: int, seed: int
-) -> None:
-    """Print one JSON line per (size, backend) with timings and objectives."""
-    for h, w in sizes:
-        inst = make_instance(h, w, seed=seed)
-        base = {
-            "size": f"{h}x{w}",
-            "nodes": h * w,
-            "edges": len(inst["edges"]),
-            "classes": NUM_CLASSES,
-            "distances": list(DISTANCES),
-            "seed": seed,
-        }
-        baseline = round(
-            baseline_objective(inst["node_costs"], inst["edges"], inst["edge_costs"]), 3
-        )
-        for backend in backends:
-            line = {**base, "backend": backend}
-            if backend == "cuda" and not cuda_available():
-                line["skipped"] = "no CUDA GPU available (numba.cuda.is_available() is False)"
-                print(json.dumps(line), flush=True)
-                continue
-            line.update(_time_backend(inst, backend, repeats, local_search=backend == "cpu"))
-            if backend == "cpu":
-                greedy = _time_backend(inst, backend, repeats, local_search=False)
-                line["seconds_greedy_only"] = greedy["seconds"]
-                line["objective_greedy_only"] = greedy["objective"]
-            line["baseline_objective"] = baseline
-            line["repeats"] = repeats
-            print(json.dumps(line), flush=True)
+def run(
+    family: str = "street",
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    backends: Sequence[str] = ("cpu", "cuda"),
+    repeats: int = 5,
+    seed: int = 0,
+    sigmas: Sequence[float] = NOISE_SIGMAS,
+    efforts: Sequence[str] = EFFORTS,
+) -> list[dict[str, Any]]:
+    """Time the solver on one instance family; one row per (noise, size, backend).
+
+    ``family``: "street" (``make_instance``) or "noisy" (``noisy_instance``, once per σ in
+    ``sigmas``). Every row holds, for each local-search effort in ``efforts`` ("off" = greedy
+    only, "fast" = the default, "full"), the median seconds and the objective
+    (``seconds_<effort>``, ``objective_<effort>``), plus the trivial argmin baseline.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    rows = []
+    for sigma in sigmas if family == "noisy" else (None,):
+        for h, w in sizes:
+            inst = (
+                make_instance(h, w, seed=seed)
+                if sigma is None
+                else noisy_instance(h, w, seed, sigma)
+            )
+            base = {
+                "family": family,
+                "size": f"{h}x{w}",
+                "nodes": h * w,
+                "edges": len(inst["edges"]),
+                "classes": NUM_CLASSES,
+                "distances": list(DISTANCES),
+                "seed": seed,
+                "repeats": repeats,
+                "baseline_objective": round(
+                    baseline_objective(inst["node_costs"], inst["edges"], inst["edge_costs"]), 3
+                ),
+            }
+            if sigma is not None:
+                base["sigma"] = sigma
+            for backend in backends:
+                row = {**base, "backend": backend}
+                if backend == "cuda" and not cuda_available():
+                    row["skipped"] = "no CUDA GPU available (numba.cuda.is_available() is False)"
+                    rows.append(row)
+                    continue
+                for effort in efforts:
+                    timed = _time_backend(inst, backend, repeats, effort)
+                    row[f"seconds_{effort}"] = timed["seconds"]
+                    row[f"objective_{effort}"] = timed["objective"]
+                if "off" in efforts and "fast" in efforts:
+                    row["fast_over_off"] = round(row["seconds_fast"] / row["seconds_off"], 3)
+                rows.append(row)
+    return rows
 
 
 def random_tiny_instance(
@@ -266,18 +323,24 @@ def random_tiny_instance(
 
 
 def run_gap(count: int, seed: int) -> dict[str, float]:
-    """Relative gap (heuristic - optimum) / |optimum| of the CPU solver on random tiny instances."""
+    """Relative gap (heuristic - optimum) / |optimum| of the CPU solver on random tiny instances.
+
+    ``mean_gap``/``max_gap`` are for the default local search ("fast"), ``*_full`` for "full" and
+    ``*_greedy_only`` for "off".
+    """
     from cops.solver.exact import solve_amwc_exact
 
     rng = np.random.default_rng(seed)
-    gaps, gaps_greedy = [], []
+    gaps, gaps_full, gaps_greedy = [], [], []
     for _ in range(count):
         inst = random_tiny_instance(rng)
         opt = solve_amwc_exact(*inst)[3]
         gaps.append((solve_amwc(*inst, backend="cpu").objective - opt) / abs(opt))
+        full = solve_amwc(*inst, backend="cpu", local_search="full").objective
+        gaps_full.append((full - opt) / abs(opt))
         greedy = solve_amwc(*inst, backend="cpu", local_search=False).objective
         gaps_greedy.append((greedy - opt) / abs(opt))
-    g, gg = np.array(gaps), np.array(gaps_greedy)
+    g, gf, gg = np.array(gaps), np.array(gaps_full), np.array(gaps_greedy)
     return {
         "gap_instances": count,
         "grid": "3x4",
@@ -288,6 +351,8 @@ def run_gap(count: int, seed: int) -> dict[str, float]:
         "mean_gap": round(float(g.mean()), 5),
         "max_gap": round(float(g.max()), 5),
         "optimal_fraction": round(float((g <= 1e-9).mean()), 4),
+        "mean_gap_full": round(float(gf.mean()), 5),
+        "max_gap_full": round(float(gf.max()), 5),
         "mean_gap_greedy_only": round(float(gg.mean()), 5),
         "max_gap_greedy_only": round(float(gg.max()), 5),
     }
@@ -317,6 +382,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backends", default="cpu,cuda", help="comma-separated: cpu,cuda")
     parser.add_argument("--seed", type=int, default=0, help="instance seed")
     parser.add_argument(
+        "--family", choices=FAMILIES, default="street", help="instance family (default street)"
+    )
+    parser.add_argument(
+        "--sigmas", default="0.5,1.0,1.5", help="noise levels of the noisy family, comma separated"
+    )
+    parser.add_argument(
+        "--efforts", default="off,fast,full", help="local-search efforts to time (off,fast,full)"
+    )
+    parser.add_argument(
         "--gap",
         type=int,
         default=0,
@@ -331,7 +405,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for b in backends:
         if b not in ("cpu", "cuda"):
             parser.error(f"--backends: unknown backend {b!r} (expected cpu or cuda)")
-    run_speed(args.sizes, backends, max(1, args.repeats), args.seed)
+    efforts = [x.strip() for x in args.efforts.split(",") if x.strip()]
+    for x in efforts:
+        if x not in EFFORTS:
+            parser.error(f"--efforts: unknown effort {x!r} (expected {', '.join(EFFORTS)})")
+    sigmas = [float(x) for x in args.sigmas.split(",") if x.strip()]
+    rows = run(args.family, args.sizes, backends, max(1, args.repeats), args.seed, sigmas, efforts)
+    for row in rows:
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

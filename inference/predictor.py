@@ -25,6 +25,7 @@ from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_
 from cops.inference.postprocess import postprocess
 from cops.inference.result import PanopticPrediction
 from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
+from cops.solver.checks import validate_local_search
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 BACKENDS = ("auto", "cpu", "cuda")
@@ -84,7 +85,8 @@ class Predictor:
     """Images → panoptic predictions with one cost network (checkpoint or export) and its metadata.
 
     ``device`` is where input batches are built and the runner runs; ``backend`` is the solver's
-    ("auto" solves on the GPU when the costs come back on one and numba can use it).
+    ("auto" solves on the GPU when the costs come back on one and numba can use it), and
+    ``local_search`` its local-search effort (checkpoints: the recipe's ``solver.local_search``).
     """
 
     def __init__(
@@ -93,9 +95,11 @@ class Predictor:
         metadata: Mapping[str, Any],
         device: str | torch.device = "cpu",
         backend: str = "auto",
+        local_search: str = "fast",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.local_search = validate_local_search(local_search)
         self.metadata = check_metadata(metadata, "model metadata")
         self.runner = runner
         self.device = resolve_device(device)
@@ -151,7 +155,8 @@ class Predictor:
             )
         dev = resolve_device(device)
         runner = CostMapNet(net).eval().to(dev)
-        return cls(runner, metadata, device=dev, backend=backend)
+        local_search = recipe.solver.local_search
+        return cls(runner, metadata, device=dev, backend=backend, local_search=local_search)
 
     @classmethod
     def from_export(
@@ -216,10 +221,14 @@ class Predictor:
         self._sync()
         start = time.perf_counter()
         if len(members) == 1:
-            result = solve_amwc(costs[0], graph, cuts[0], self.isthing, self.backend)
+            result = solve_amwc(
+                costs[0], graph, cuts[0], self.isthing, self.backend, local_search=self.local_search
+            )
             labels, comps = result.labels[None], result.components[None]
         else:
-            result = solve_amwc_batch(costs, graph, cuts, self.isthing, self.backend)
+            result = solve_amwc_batch(
+                costs, graph, cuts, self.isthing, self.backend, local_search=self.local_search
+            )
             labels, comps = result.labels, result.components
         self._sync()
         seconds = time.perf_counter() - start

@@ -154,6 +154,9 @@ class SolverConfig:
     """AMWC solver backend and the perturbation used to differentiate through it."""
 
     backend: Literal["auto", "cpu", "cuda"] = "auto"
+    local_search: Literal["off", "fast", "full"] = "fast"
+    """Local search after the greedy contraction: "off", "fast" (bounded, about 1.5x the greedy
+    time at most) or "full" (until nothing improves; slow on noisy costs)."""
     lambda_min: float = 1.0
     lambda_max: float = 5000.0
     num_samples: int = 5
@@ -541,6 +544,11 @@ def _check_values(recipe: Recipe) -> None:
             "0 < lambda_min <= lambda_max",
         ),
         (recipe.solver.num_samples > 0, "solver.num_samples", "a positive integer"),
+        (
+            recipe.solver.local_search in ("off", "fast", "full"),
+            "solver.local_search",
+            "one of off, fast, full",
+        ),
         (recipe.finetune.iterations > 0, "finetune.iterations", "a positive integer"),
         (recipe.finetune.batch_size > 0, "finetune.batch_size", "a positive integer"),
         (recipe.finetune.lr > 0, "finetune.lr", "a positive number"),

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from cops.solver.api import resolve_backend, solve_amwc, solve_amwc_batch
+from cops.solver.checks import validate_local_search
 
 TIE_PIN = 1e-5
 """Relative cost bonus of a node's own segment label in the backward MWC (module doc)."""
@@ -86,6 +87,7 @@ class _Options:
     num_samples: int
     backend: str
     generator: torch.Generator | None
+    local_search: str = "fast"
 
 
 def segments_from_solution(
@@ -238,13 +240,14 @@ def _solve_cpu(
     build: Callable[[int, float], Tensor],
     edges: np.ndarray,
     edge_costs: np.ndarray,
+    local_search: str,
 ) -> list[tuple[Tensor, Tensor, float]]:
     """Solve MWC jobs ``(image, λ)`` with the numba solver on a thread pool (it drops the GIL)."""
 
     def run(job: tuple[int, float]) -> tuple[Tensor, Tensor, float]:
         costs = build(*job).numpy()
         flags = np.zeros(costs.shape[1], dtype=bool)
-        res = solve_amwc(costs, edges, edge_costs[job[0]], flags, "cpu")
+        res = solve_amwc(costs, edges, edge_costs[job[0]], flags, "cpu", local_search=local_search)
         return torch.from_numpy(res.labels), torch.from_numpy(res.cut), res.objective
 
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
@@ -260,6 +263,7 @@ def _solve_batched(
     edges: Tensor,
     edge_costs: Tensor,
     backend: str,
+    local_search: str,
 ) -> list[tuple[Tensor, Tensor, float]]:
     """Solve MWC jobs with ``solve_amwc_batch`` in chunks, the label axis padded per chunk.
 
@@ -283,7 +287,8 @@ def _solve_batched(
         )
         for i, x in enumerate(costs):
             padded[i, :, : x.shape[1]] = x
-        res = solve_amwc_batch(padded, edges, w, torch.zeros(width, dtype=torch.bool), backend)
+        flags = torch.zeros(width, dtype=torch.bool)
+        res = solve_amwc_batch(padded, edges, w, flags, backend, local_search=local_search)
         objective = torch.as_tensor(res.objective).cpu().tolist()
         out.extend(zip(res.labels.long(), res.cut.bool(), objective, strict=True))
         start = stop
@@ -323,9 +328,11 @@ def _perturbation_gradients(
     jobs = [(i, 0.0) for i in active] + [(i, float(lam)) for i in active for lam in lambdas[i]]
     if backend == "cuda":
         widths = [int(plans[i].label_class.numel()) for i, _ in jobs]
-        results = _solve_batched(jobs, build, widths, n, edges.to(work), w, backend)
+        results = _solve_batched(
+            jobs, build, widths, n, edges.to(work), w, backend, opts.local_search
+        )
     else:
-        results = _solve_cpu(jobs, build, edges.cpu().numpy(), w.numpy())
+        results = _solve_cpu(jobs, build, edges.cpu().numpy(), w.numpy(), opts.local_search)
     references = dict(zip(active, results[: len(active)], strict=True))
 
     nodes = torch.arange(n, device=work)
@@ -372,8 +379,9 @@ class _AMWCSegments(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         """Solve every image and return masks plus the (non-differentiable) solution tensors."""
         res = solve_amwc_batch(
-            node_costs.detach(), edges, edge_costs.detach(), opts.partitionable, opts.backend
-        )
+            node_costs.detach(), edges, edge_costs.detach(), opts.partitionable, opts.backend,
+            local_search=opts.local_search,
+        )  # fmt: skip
         labels = res.labels.to(node_costs.device).long()
         components = res.components.to(node_costs.device).long()
         cut = res.cut.to(node_costs.device).bool()
@@ -410,6 +418,7 @@ def amwc_segments(
     backend: str = "auto",
     node_weights: Tensor | None = None,
     generator: torch.Generator | None = None,
+    local_search: bool | str = "fast",
 ) -> SegmentBatch:
     """Solve the AMWC of every image and return its panoptic segments, differentiably.
 
@@ -418,7 +427,9 @@ def amwc_segments(
     thing classes. ``masks`` carries perturbation gradients (module doc) back to both cost
     tensors, with ``num_samples`` λ drawn from U[lambda_min, lambda_max] by ``generator``; node
     gradients are scaled by ``node_weights`` [B, N], edge gradients by the min of their endpoints'
-    weights. Results live on ``node_costs``' device; bad shapes or dtypes raise ValueError.
+    weights. ``local_search`` bounds the solver's local search in the forward solve and the
+    backward multiway cuts (see ``solve_amwc``). Results live on ``node_costs``' device; bad
+    shapes or dtypes raise ValueError.
     """
     edges, partitionable = _check_inputs(
         node_costs,
@@ -431,7 +442,8 @@ def amwc_segments(
         num_samples,
     )
     opts = _Options(
-        partitionable, float(lambda_min), float(lambda_max), int(num_samples), backend, generator
-    )
+        partitionable, float(lambda_min), float(lambda_max), int(num_samples), backend, generator,
+        validate_local_search(local_search),
+    )  # fmt: skip
     out = _AMWCSegments.apply(node_costs, edge_costs, edges, node_weights, opts)
     return SegmentBatch(*out)

@@ -72,6 +72,14 @@ def bench_instance() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"]
 
 
+def noisy_small() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 12x16 instance of the benchmark's noisy family (sigma 1.5): many small clusters."""
+    from cops.benchmarks.solver import noisy_instance
+
+    d = noisy_instance(12, 16, seed=3, sigma=1.5)
+    return d["node_costs"], d["edges"], d["edge_costs"], d["partitionable"]
+
+
 def _simulate(out_path: str) -> None:
     """Run every simulator case and write {case: outputs or error} to ``out_path`` as JSON."""
     import torch
@@ -113,6 +121,10 @@ def _simulate(out_path: str) -> None:
     for s in EXACT_SEEDS:
         run(f"exact{s}", *random_instance(s, 3, 4))
     run("bench", *bench_instance())
+    for effort in ("off", "fast", "full"):
+        stats: dict[str, int] = {}
+        run(f"noisy_{effort}", *noisy_small(), local_search=effort, stats=stats)
+        res[f"noisy_{effort}"]["stats"] = stats
 
     c, e, w, part = random_instance(1)
     run("float32", c.astype(np.float32), e.astype(np.int32), w.astype(np.float32), part)
@@ -303,6 +315,21 @@ def test_edge_cases(sim: dict[str, Any]) -> None:
     # Thing class with repulsive edges: every node alone.
     assert sim["oneclass_thing"]["components"] == list(range(6))
     assert all(sim["oneclass_thing"]["cut"])
+
+
+def test_local_search_bound(sim: dict[str, Any]) -> None:
+    """Efforts bound the parallel local search: "off" runs none, "fast" at most its iteration cap
+    per level (fewer when an iteration gains little), "full" is never cut shorter than "fast"."""
+    from cops.solver.amwc_cuda import LOCAL_SEARCH
+
+    inst = noisy_small()
+    stats = {e: sim[f"noisy_{e}"]["stats"] for e in ("off", "fast", "full")}
+    objective = {e: _objective(inst, sim[f"noisy_{e}"]) for e in ("off", "fast", "full")}
+    levels = ("cluster_iterations", "node_iterations")
+    assert all(stats["off"][k] == 0 for k in levels)
+    assert all(1 <= stats["fast"][k] <= LOCAL_SEARCH["fast"].iterations for k in levels)
+    assert all(stats["fast"][k] <= stats["full"][k] for k in levels)
+    assert objective["full"] <= objective["fast"] < objective["off"]
 
 
 def test_bad_input_raises(sim: dict[str, Any]) -> None:

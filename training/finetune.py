@@ -123,6 +123,7 @@ class PQObjective:
             lambda_min=self.solver.lambda_min,
             lambda_max=self.solver.lambda_max,
             num_samples=self.solver.num_samples,
+            local_search=self.solver.local_search,
             backend=self.solver.backend,
             node_weights=weights,
         )

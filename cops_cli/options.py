@@ -111,9 +111,14 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
 
 
 def check_backend(value: str) -> str:
-    """Validate a --backend value."""
+    """Validate a --backend value; ``cuda`` needs a GPU the solver can use, checked up front."""
     if value not in ("auto", "cpu", "cuda"):
         raise CopsError(f"--backend '{value}': expected cpu, cuda or auto")
+    if value == "cuda":
+        from cops.solver.api import cuda_available
+
+        if not cuda_available():
+            raise CopsError("--backend cuda: no CUDA GPU is usable here; use --backend cpu or auto")
     return value
 
 

@@ -17,7 +17,8 @@ from _training import run_pretrain, tiny_dataset
 
 from cops.training.checkpoint import LAST
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
+"""Wide enough that rich does not wrap the long paths the tests look for in messages."""
 
 
 def cops(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -212,3 +213,313 @@ def test_export_under_a_regular_file_names_the_path(trained, tmp_path):
     line = one_line_error(cops("export", "-c", str(ckpt), "--out", str(tmp_path / "file" / "m.pt"),
                                "--format", "torchscript"))  # fmt: skip
     assert str(tmp_path / "file") in line and "not a folder" in line
+
+
+# 4. --weights compares the checkpoint's classes with the dataset's.
+
+
+def _synthetic_classes(order: list[int]) -> dict[str, list]:
+    from cops.datasets.street_scene import SYNTHETIC_CATEGORIES
+
+    cats = [SYNTHETIC_CATEGORIES[i] for i in order]
+    return {
+        "names": [c.name for c in cats],
+        "category_ids": [c.id for c in cats],
+        "isthing": [c.isthing for c in cats],
+        "colors": [list(c.color) for c in cats],
+    }
+
+
+def test_weights_with_classes_in_another_order_are_remapped(tmp_path, caplog):
+    import torch
+
+    from cops.models.build import build_model
+    from cops.recipes.schema import load_recipe
+    from cops.training.checkpoint import save_checkpoint
+
+    recipe = load_recipe("synthetic-tiny")
+    from cops.datasets.street_scene import SYNTHETIC_CATEGORIES
+
+    count = len(SYNTHETIC_CATEGORIES)
+    torch.manual_seed(0)
+    source = build_model(recipe.model, count, restoring=True).eval()
+    with torch.no_grad():  # give BatchNorm statistics and biases non-trivial values
+        for name, tensor in source.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor).abs() if "running_var" in name else
+                             torch.randn_like(tensor) * 0.1)  # fmt: skip
+    ckpt = save_checkpoint(
+        {"model": source.state_dict(), "recipe": recipe.to_dict(),
+         "classes": _synthetic_classes(list(range(count))), "iteration": 1, "phase": "pretrain"},
+        tmp_path,
+    )  # fmt: skip
+    order = list(reversed(range(count)))
+    with caplog.at_level("WARNING"):
+        target = build_model(recipe.model, count, ckpt, classes=_synthetic_classes(order)).eval()
+    assert "another order" in caplog.text
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = source(image), target(image)
+    torch.testing.assert_close(got["semantic"], expected["semantic"][:, order])
+    torch.testing.assert_close(got["boundary"], expected["boundary"], rtol=1e-4, atol=1e-5)
+
+    other = _synthetic_classes(list(range(count - 1)))  # one class fewer
+    with pytest.raises(Exception, match="--reinit-head"):
+        build_model(recipe.model, count - 1, ckpt, classes=other)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_model(recipe.model, count - 1, ckpt, classes=other, reinit_head=True)
+    assert "semantic_head" in caplog.text and "not loaded" in caplog.text
+
+
+def test_pretrain_refuses_weights_of_other_classes(trained, tmp_path):
+    from _prepared_fixture import street_item, write_split
+
+    _, ckpt = trained
+    data = tmp_path / "street"
+    write_split(data, "train", [street_item(f"s{i}", seed=i) for i in range(2)])
+    result = cops(
+        "pretrain", "-r", "synthetic-tiny", "--data", str(data), "--out", str(tmp_path / "run"),
+        "--device", "cpu", "--weights", str(ckpt), "--set", "train.val_every=0",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert str(ckpt) in line and "--reinit-head" in line and "person" in line
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+# 6. Every output respects the umask.
+
+UMASK_RUN = """
+import os
+os.umask(0o022)
+from cops.cli.app import app
+for argv in {commands!r}:
+    app(argv, standalone_mode=False)
+"""
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    commands = [
+        ["-q", "pretrain", "-r", "synthetic-tiny", "--out", "run", "--device", "cpu",
+         "--set", "data.root=gen", "--set", "data.synthetic.num_train=2",
+         "--set", "data.synthetic.num_val=1", "--set", "train.iterations=1",
+         "--set", "train.val_every=0"],
+        ["-q", "prepare-data", "synthetic", "--preset", "tiny", "--out", "prep",
+         "--num-train", "1", "--num-val", "1", "-j", "1"],
+        ["-q", "evaluate", "-c", "run/last.pt", "--data", "prep", "--out", "eval",
+         "--device", "cpu", "--workers", "0", "--save-predictions"],
+        ["-q", "predict", "prep/images/val", "-c", "run/last.pt", "--out", "pred",
+         "--device", "cpu"],
+        ["-q", "export", "-c", "run/last.pt", "--format", "torchscript", "--out", "exp/model.pt"],
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", UMASK_RUN.format(commands=commands)],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    modes = {
+        p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")
+    }
+    for name in ("gen/panoptic_train.json", "run/last.pt", "prep/panoptic_val.json",
+                 "eval/metrics.json", "eval/predictions.json", "pred/panoptic.json",
+                 "exp/model.pt", "exp/model.json"):  # fmt: skip
+        assert name in modes
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode not in (0o644, 0o755)}
+    assert wrong == {}
+    assert all(modes[p.relative_to(tmp_path).as_posix()] == 0o755 for p in tmp_path.rglob("*")
+               if p.is_dir())  # fmt: skip
+
+
+# 7. Tracebacks that became one line.
+
+
+def test_predict_backend_cuda_without_gpu_is_one_line(trained, images, tmp_path):
+    from cops.solver.api import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU is usable here")
+    _, ckpt = trained
+    result = cops("predict", str(images), "-c", str(ckpt), "--out", str(tmp_path / "p"),
+                  "--backend", "cuda", "--device", "cpu")  # fmt: skip
+    assert "--backend cuda" in one_line_error(result)
+    assert not (tmp_path / "p").exists()
+
+
+def test_resume_with_another_network_is_refused(trained, tmp_path):
+    _, ckpt = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LAST).write_bytes(ckpt.read_bytes())
+    result = cops("pretrain", "--resume", "--out", str(run), "--device", "cpu",
+                  "--set", "model.decoder_channels=16")  # fmt: skip
+    line = one_line_error(result)
+    assert "--resume" in line and "model.decoder_channels" in line and "--weights" in line
+    assert (run / LAST).read_bytes() == ckpt.read_bytes()
+
+
+def test_corrupt_image_in_a_dataloader_worker_names_the_file(trained, tmp_path):
+    import shutil
+
+    data, _ = trained
+    copy = shutil.copytree(data, tmp_path / "data")
+    broken = sorted((copy / "images" / "train").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    result = cops(
+        "pretrain", "-r", "synthetic-tiny", "--data", str(copy), "--out", str(tmp_path / "run"),
+        "--device", "cpu", "--set", "data.num_workers=1", "--set", "train.val_every=0",
+        "--set", "train.iterations=2",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert str(broken) in line and "not a readable image" in line
+    assert "DataLoader worker" not in line
+
+
+def test_files_that_are_not_utf8_are_one_line(tmp_path):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("# caf\xe9\n_base_: synthetic-tiny\n".encode("latin-1"))
+    line = one_line_error(cops("recipes", "show", str(recipe)))
+    assert str(recipe) in line and "not UTF-8" in line
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "panoptic_val.json").write_bytes(b'{"info": "caf\xe9"}')
+    (source / "panoptic" / "val").mkdir(parents=True)
+    (source / "images" / "val").mkdir(parents=True)
+    result = cops("prepare-data", "coco", str(source), "--out", str(tmp_path / "out"),
+                  "--splits", "val")  # fmt: skip
+    line = one_line_error(result)
+    assert "panoptic_val.json" in line and "not UTF-8" in line
+
+
+def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(trained, tmp_path):
+    _, ckpt = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LAST).write_bytes(ckpt.read_bytes())
+    result = cops_patched(
+        DISK_FULL.format(match=f".{LAST}."),
+        "pretrain", "--resume", "--out", str(run), "--device", "cpu",
+        "--set", "train.iterations=2", "--set", "train.val_every=0",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert str(run / LAST) in line and "No space left on device" in line
+    assert (run / LAST).read_bytes() == ckpt.read_bytes()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+# 8. Ctrl-C says what was interrupted and how to continue.
+
+
+def test_ctrl_c_during_training_says_how_to_resume(trained, tmp_path):
+    import signal
+    import time
+
+    data, _ = trained
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cops.cli", "pretrain", "-r", "synthetic-tiny", "--data", str(data),
+         "--out", str(out), "--device", "cpu", "--set", "train.iterations=10000",
+         "--set", "train.val_every=0", "--set", "train.log_every=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("interrupted:")]
+    assert str(out) in line and "--resume" in line
+
+
+# 9. Vague messages made precise.
+
+
+def test_precise_messages_for_empty_checkpoint_and_missing_split(trained, tmp_path):
+    data, ckpt = trained
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    line = one_line_error(cops("evaluate", "-c", str(empty), "--data", str(data)))
+    assert str(empty) in line and "empty file (0 bytes)" in line
+
+    result = cops("evaluate", "-c", str(ckpt), "--data", str(data), "--split", "test",
+                  "--device", "cpu", "--out", str(tmp_path / "eval"))  # fmt: skip
+    line = one_line_error(result)
+    assert "no split 'test'" in line and "splits there: train, val" in line
+
+
+def test_disk_full_during_prepare_data_names_the_file(tmp_path):
+    out = tmp_path / "prep"
+    result = cops_patched(
+        DISK_FULL.format(match="val_000001.png"),
+        "prepare-data", "synthetic", "--preset", "tiny", "--out", str(out),
+        "--num-train", "1", "--num-val", "2", "-j", "1",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert "val_000001.png" in line and "No space left on device" in line
+    assert not (out / "panoptic_val.json").exists()
+    assert (out / "panoptic_train.json").exists(), "the finished split stays"
+
+
+# 10. Machine-readable output is not wrapped when piped.
+
+
+def test_recipes_show_piped_is_valid_unwrapped_yaml(tmp_path):
+    import yaml
+
+    root = "data/" + "a-very-long-folder-name/" * 6 + "synthetic"
+    result = subprocess.run(
+        [sys.executable, "-m", "cops.cli", "recipes", "show", "synthetic-tiny",
+         "--set", f"data.root={root}"],
+        capture_output=True, text=True, env={**ENV, "COLUMNS": "80"}, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = tmp_path / "my.yaml"
+    shown.write_text(result.stdout)
+    assert yaml.safe_load(result.stdout)["data"]["root"] == root
+
+    from cops.recipes.schema import load_recipe
+
+    assert load_recipe(str(shown)).data.root == root
+
+
+# 11. Minor: corrupt JPEG, broken symlink, duplicate YAML keys, non-finite numbers.
+
+
+def test_truncated_jpeg_and_broken_symlink_are_reported_by_name(trained, images, tmp_path):
+    import cv2
+
+    _, ckpt = trained
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = cv2.imread(str(sorted(images.iterdir())[0]))
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    (folder / "gone.png").symlink_to(tmp_path / "missing.png")
+    result = cops("predict", str(folder), "-c", str(ckpt), "--out", str(tmp_path / "p"),
+                  "--device", "cpu")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(folder / "cut.jpg") in result.stderr and "truncated" in result.stderr
+    assert str(folder / "gone.png") in result.stderr + result.stdout
+    assert "broken symbolic link" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("_base_: synthetic-tiny\ntrain:\n  lr: 0.1\n  lr: 0.2\n", "duplicate key 'lr' at line 4"),
+        ("_base_: synthetic-tiny\ntrain:\n  lr: .inf\n", "train.lr: expected a finite number"),
+        ("_base_: synthetic-tiny\nloss:\n  thing_weight: .nan\n", "expected a finite number"),
+    ],
+)
+def test_recipe_duplicate_keys_and_non_finite_numbers_are_refused(tmp_path, text, expected):
+    from cops.errors import RecipeError
+    from cops.recipes.schema import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe(str(path))

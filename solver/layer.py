@@ -240,7 +240,7 @@ def _solve_cpu(
     build: Callable[[int, float], Tensor],
     edges: np.ndarray,
     edge_costs: np.ndarray,
-    local_search: str,
+    local_search: str = "fast",
 ) -> list[tuple[Tensor, Tensor, float]]:
     """Solve MWC jobs ``(image, λ)`` with the numba solver on a thread pool (it drops the GIL)."""
 
@@ -263,7 +263,7 @@ def _solve_batched(
     edges: Tensor,
     edge_costs: Tensor,
     backend: str,
-    local_search: str,
+    local_search: str = "fast",
 ) -> list[tuple[Tensor, Tensor, float]]:
     """Solve MWC jobs with ``solve_amwc_batch`` in chunks, the label axis padded per chunk.
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from cops.errors import CopsError
 from cops.files import atomic_save
-from cops.models import BackboneInitWarning, SemanticBoundaryNet, WeightsError
+from cops.models import BackboneInitWarning, DeepLabResNet, SemanticBoundaryNet, WeightsError
 from cops.models.build import FORMAT, load_checkpoint, load_model_weights
 from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 
@@ -21,7 +20,9 @@ from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_s
 def _net(num_classes: int = 3) -> SemanticBoundaryNet:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        return SemanticBoundaryNet(num_classes, [1, 2], "resnet18", aspp_rates=[1], decoder_channels=8)
+        return SemanticBoundaryNet(
+            num_classes, [1, 2], "resnet18", aspp_rates=[1], decoder_channels=8
+        )
 
 
 def _state(iteration: int) -> dict:
@@ -78,13 +79,17 @@ def test_load_checkpoint_names_bad_files(tmp_path: Path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
-def test_weights_from_torchvision_state_dict(tmp_path: Path):
-    reference = torchvision.models.resnet18(weights=None).state_dict()
+def test_weights_from_backbone_state_dict(tmp_path: Path):
+    reference = {
+        f"backbone.{k}": torch.randn_like(v.float()).to(v.dtype)
+        for k, v in DeepLabResNet("resnet18").state_dict().items()
+    }
     torch.save(reference, tmp_path / "resnet18.pth")
     net = _net()
     assert "backbone weights" in load_model_weights(net, tmp_path / "resnet18.pth")
-    assert torch.equal(net.backbone.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
-    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+    got = net.backbone.res5[1].conv2.weight
+    assert torch.equal(got, reference["backbone.res5.1.conv2.weight"])
+    torch.save(DeepLabResNet("resnet34").state_dict(), tmp_path / "r34.pth")
     with pytest.raises(WeightsError, match="r34.pth: weights do not fit backbone resnet18"):
         load_model_weights(_net(), tmp_path / "r34.pth")
 
@@ -96,10 +101,12 @@ def test_weights_from_checkpoint_with_other_class_count(tmp_path: Path):
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     message = load_model_weights(net, tmp_path / LAST)
     assert "iteration 7" in message
-    assert "semantic_decoder.head.1.bias, semantic_decoder.head.1.weight" in message
+    # the per-class layers: the classifier and the boundary trunk's conv over the class logits
+    per_class = ("semantic_head.classifier.", "boundary_head.trunk.0.weight")
+    assert "boundary_head.trunk.0.weight, semantic_head.classifier.bias" in message
     loaded, source_state = net.state_dict(), source.state_dict()
     for key, value in loaded.items():
-        if key.startswith("semantic_decoder.head.1."):
+        if key.startswith(per_class):
             assert torch.equal(value, initial[key]), key
         else:
             assert torch.equal(value, source_state[key]), key

@@ -29,7 +29,8 @@ class Effort:
     Kernighan-Lin budget of one refinement, in adjacency entries scanned per adjacency entry of
     the node graph, plus ``kl_floor`` entries so small instances are searched in full.
     ``min_gain``: a round that gains less than this fraction of the first round's gain ends the
-    search. ``multi_start``: also refine small instances from the argmin labelling.
+    search. ``multi_start_nodes``: instances up to this many nodes are also refined from the
+    argmin labelling (a second start; the better result is kept).
     """
 
     rounds: int
@@ -37,7 +38,7 @@ class Effort:
     kl_work: float = float("inf")
     kl_floor: int = 0
     min_gain: float = 0.0
-    multi_start: bool = True
+    multi_start_nodes: int = 4096
 
     def budget(self, half_edges: int) -> int:
         """Kernighan-Lin work budget (entries) of one refinement of a graph with ``half_edges``."""

@@ -24,12 +24,11 @@ from cops.solver._cpu_local_search import Effort, refine
 from cops.solver._cpu_moves import csr
 from cops.solver._cpu_structures import JIT, connected_components
 
-MULTI_START_NODES = 4096
-"""Instances up to this many nodes are also refined from the argmin start."""
-
 LOCAL_SEARCH: dict[str, Effort] = {
     "off": Effort(rounds=0),
-    "fast": Effort(rounds=4, sweep_moves=1.0, kl_work=0.1, kl_floor=1 << 16, min_gain=0.02),
+    "fast": Effort(
+        rounds=4, sweep_moves=1.0, kl_work=0.1, kl_floor=4096, min_gain=0.02, multi_start_nodes=256
+    ),
     "full": Effort(rounds=20),
 }
 """Local-search efforts by name, for ``solve_amwc(local_search=...)`` and the recipe."""
@@ -99,7 +98,7 @@ def solve_cpu(
     graph = csr(n, edges, edge_costs)
     clab = refine(node_costs, edges, edge_costs, thing, root, rlab, effort, graph, stats)
     best = _finish(node_costs, edges, edge_costs, root, clab)
-    if effort.rounds > 0 and effort.multi_start and 0 < n <= MULTI_START_NODES:
+    if effort.rounds > 0 and 0 < n <= effort.multi_start_nodes:
         # Small instances: also refine from the argmin labelling (one cluster per same-class
         # connected region) and keep the better result.
         cl2, rlab2 = _argmin_start(node_costs, edges)

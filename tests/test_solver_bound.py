@@ -94,7 +94,7 @@ def test_small_gain_ends_the_search():
         kl_work=capped.kl_work,
         kl_floor=capped.kl_floor,
         min_gain=1.0,
-        multi_start=False,
+        multi_start_nodes=0,
     )
     stats: dict[str, int] = {}
     solve_cpu(*inst, strict, stats)

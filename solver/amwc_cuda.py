@@ -24,10 +24,14 @@ always end up joined) and the cluster for things. Local search runs first on the
 unit may move to a neighbour's segment (taking its class), to a stuff class no neighbour has, or
 into a new thing segment. Every unit computes its best improving move and moves only if no neighbour
 has a better one (lower change, then lower id), so the moving units are independent and the
-objective drops by exactly the sum of their changes. Finally segments are the connected components
-over edges with equal keys (hooking with atomic min plus pointer jumping), numbered in order of
-their first node; an edge is cut when its ends lie in different segments. All data stays on the
-device; per round only a few scalars (a progress stamp and counts) come back to the host.
+objective drops by exactly the sum of their changes. The effort (``LOCAL_SEARCH``) caps the
+iterations per level and, for "fast", stops an image once an iteration gains less than 1 % of its
+first iteration's gain (gains are summed per image with integer atomics, so the stop does not
+depend on thread order and a batch gives every image its single-solve result). Finally segments
+are the connected components over edges with equal keys (hooking with atomic min plus pointer
+jumping), numbered in order of their first node; an edge is cut when its ends lie in different
+segments. All data stays on the device; per round only a few scalars (a progress stamp, counts,
+the local-search gains) come back to the host.
 """
 
 from __future__ import annotations

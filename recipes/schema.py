@@ -154,9 +154,10 @@ class SolverConfig:
     """AMWC solver backend and the perturbation used to differentiate through it."""
 
     backend: Literal["auto", "cpu", "cuda"] = "auto"
-    local_search: Literal["off", "fast", "full"] = "fast"
+    local_search: Literal["off", "fast", "full"] | bool = "fast"
     """Local search after the greedy contraction: "off", "fast" (bounded, about 1.5x the greedy
-    time at most) or "full" (until nothing improves; slow on noisy costs)."""
+    time at most) or "full" (until nothing improves; slow on noisy costs). YAML reads a bare
+    ``off`` as false, so false means "off" (and true "fast"), as in ``solve_amwc``."""
     lambda_min: float = 1.0
     lambda_max: float = 5000.0
     num_samples: int = 5
@@ -545,9 +546,9 @@ def _check_values(recipe: Recipe) -> None:
         ),
         (recipe.solver.num_samples > 0, "solver.num_samples", "a positive integer"),
         (
-            recipe.solver.local_search in ("off", "fast", "full"),
+            recipe.solver.local_search in ("off", "fast", "full", True, False),
             "solver.local_search",
-            "one of off, fast, full",
+            "one of off, fast, full (or true/false)",
         ),
         (recipe.finetune.iterations > 0, "finetune.iterations", "a positive integer"),
         (recipe.finetune.batch_size > 0, "finetune.batch_size", "a positive integer"),

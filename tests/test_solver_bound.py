@@ -100,3 +100,16 @@ def test_small_gain_ends_the_search():
     solve_cpu(*inst, strict, stats)
     # Only a round gaining at least as much as the first could be followed by another.
     assert stats["rounds"] <= 2
+
+
+def test_recipe_key():
+    """``solver.local_search`` in a recipe: the effort names, and a bare YAML ``off`` (false)."""
+    from cops.recipes.schema import RecipeError, load_recipe
+    from cops.solver.checks import validate_local_search
+
+    assert load_recipe("synthetic-tiny").solver.local_search == "fast"
+    for text, effort in (("off", "off"), ("fast", "fast"), ("full", "full"), ("true", "fast")):
+        value = load_recipe("synthetic-tiny", [f"solver.local_search={text}"]).solver.local_search
+        assert validate_local_search(value) == effort
+    with pytest.raises(RecipeError, match="solver.local_search"):
+        load_recipe("synthetic-tiny", ["solver.local_search=medium"])

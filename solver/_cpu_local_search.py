@@ -16,7 +16,15 @@ import numba as nb
 import numpy as np
 
 from cops.solver._cpu_kernighan_lin import KL_CAP, KL_PATIENCE, kl_global, kl_round
-from cops.solver._cpu_moves import UNBOUNDED, compact, fresh_state, make_search, sweep
+from cops.solver._cpu_moves import (
+    UNBOUNDED,
+    Partition,
+    Search,
+    compact,
+    fresh_state,
+    make_search,
+    sweep,
+)
 from cops.solver._cpu_moves import csr as build_csr
 from cops.solver._cpu_structures import JIT, find_halving, id_of, id_table
 
@@ -120,7 +128,9 @@ def _relabel_items(cl, new_of):
         cl[v] = new_of[cl[v]]
 
 
-def _cluster_level(s, part, edges, edge_costs, effort):
+def _cluster_level(
+    s: Search, part: Partition, edges: np.ndarray, edge_costs: np.ndarray, effort: Effort
+) -> tuple[bool, float, Partition]:
     """Move sweep and Kernighan-Lin round on the cluster graph, where whole clusters move.
 
     Shares the work budget of the node-level search ``s``. Returns (changed, objective change,
@@ -139,7 +149,17 @@ def _cluster_level(s, part, edges, edge_costs, effort):
     return moves > 0 or kl_gain < 0.0, gain + kl_gain, (cl, part1[1], part1[2], part1[3])
 
 
-def refine(node_costs, edges, edge_costs, thing, cl, rlab, effort, graph, stats):
+def refine(
+    node_costs: np.ndarray,
+    edges: np.ndarray,
+    edge_costs: np.ndarray,
+    thing: np.ndarray,
+    cl: np.ndarray,
+    rlab: np.ndarray,
+    effort: Effort,
+    graph: tuple[np.ndarray, np.ndarray, np.ndarray],
+    stats: dict[str, int],
+) -> np.ndarray:
     """Stuff merge and local search within ``effort`` from the partition ``cl``.
 
     ``cl`` maps nodes to cluster ids labelled by ``rlab``; on return it holds the refined

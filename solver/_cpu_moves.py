@@ -39,7 +39,18 @@ an improvement ``tol``, and ``work`` [2] int64: (Kernighan-Lin work left, work s
 adjacency entries scanned."""
 
 
-def make_search(indptr, nbr, wt, cost, thing, work) -> Search:
+Partition = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(cl, clab, csize, parent): cluster entry per item; class, size and union-find parent per id."""
+
+
+def make_search(
+    indptr: np.ndarray,
+    nbr: np.ndarray,
+    wt: np.ndarray,
+    cost: np.ndarray,
+    thing: np.ndarray,
+    work: np.ndarray,
+) -> Search:
     """Search context over the CSR graph with ``tol`` relative to the largest cost and weight.
 
     ``work`` is the (left, spent) counter; searches that share one share their budget.

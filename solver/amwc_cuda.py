@@ -480,7 +480,8 @@ def _run_entry(
 
 def solve_amwc_cuda(
     node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *,
-    local_search: bool | str = "fast", satellites: bool = True, stats: dict | None = None,
+    local_search: bool | str = "fast", satellites: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """Solve one AMWC instance on the GPU.
 
@@ -508,7 +509,8 @@ def solve_amwc_cuda(
 
 def solve_amwc_cuda_batch(
     node_costs: Any, edges: Any, edge_costs: Any, partitionable: Any, *,
-    local_search: bool | str = "fast", satellites: bool = True, stats: dict | None = None,
+    local_search: bool | str = "fast", satellites: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """Solve B instances sharing one graph as a single problem on their disjoint union.
 

@@ -6,6 +6,7 @@ backward pass is split with gradient hooks: the time between the gradient reachi
 masks and reaching the costs is the perturbed solves; the rest is the CNN's backward. Reports the
 median seconds of each part over the steps after the first.
 """
+
 from __future__ import annotations
 
 import dataclasses

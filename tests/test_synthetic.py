@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cops.datasets.panoptic_io import read_image, read_panoptic_png
+from cops.datasets.street_scene import THING_BASE, min_thing_area
 from cops.datasets.synthetic import (
     PRESETS,
     SYNTHETIC_CATEGORIES,
@@ -16,7 +17,6 @@ from cops.datasets.synthetic import (
     prepare_synthetic,
     scene_seed,
 )
-from cops.datasets.street_scene import THING_BASE, min_thing_area
 from cops.errors import DatasetError
 
 CATEGORIES = {c.id: c for c in SYNTHETIC_CATEGORIES}

@@ -6,9 +6,11 @@ runs passes over small clusters: swaps between adjacent clusters, splits against
 of a cheap class, growth into the neighbours, and new regions grown from single items;
 ``kl_global`` is one pass of ``best_move`` moves over all items.
 
-Every pass charges the adjacency entries its move evaluations scan to ``s.work`` (see ``Search``);
-no pass starts once the budget is spent, so the work of a round exceeds the budget by at most one
-pass. This bounds the local search on large noisy inputs, where small clusters abound.
+Every pass charges the adjacency entries its move evaluations scan to ``s.work`` (see ``Search``),
+and a round or global pass its set-up scans, up front: a stage starts only when the work left
+covers its set-up, and no pass starts once the budget is spent, so the work done exceeds the
+budget by at most one pass. This bounds the local search on large noisy inputs, where small
+clusters abound, to what is cheap next to the contraction.
 """
 
 from __future__ import annotations
@@ -278,7 +280,8 @@ def kl_round(s, part, used, kl_cap):
     """One round of passes over small clusters (at most ``kl_cap`` items): each adjacent pair with
     a small side, each small cluster against a fresh empty cluster of every cheap class (splits
     and partial relabelling), each small cluster growing into its neighbours, and new regions grown
-    from each item of a small cluster. No pass starts once ``s.work`` is spent.
+    from each item of a small cluster. The round starts only when the work left covers its
+    set-up (four scans of the adjacency, charged up front); no pass starts once it is spent.
 
     Returns (objective change, number of cluster ids in use).
     """
@@ -286,8 +289,10 @@ def kl_round(s, part, used, kl_cap):
     cost, thing = s.cost, s.thing
     n_items, k_cls = cost.shape
     cap = clab.shape[0]
-    if s.work[0] <= 0:
+    setup = 4 * s.indptr[n_items]  # two boundary listings of two scans each
+    if s.work[0] < setup:
         return 0.0, used
+    _charge(s, setup)
     ws = kl_scratch(n_items)
     gain = _pair_passes(s, part, ws, kl_cap)
     # Splits: clusters against a fresh empty cluster of each of their cheapest classes (a thing
@@ -349,13 +354,13 @@ def kl_global(s, part, used, patience):
 
     Repeatedly applies the best move of any unmoved item (even when it does not pay), each item
     at most once, stopping after ``patience`` moves without a new best; the best prefix is kept.
-    Needs ``clab.shape[0] - used >= number of items`` free cluster ids; does nothing once
-    ``s.work`` is spent. Returns (change, used).
+    Needs ``clab.shape[0] - used >= number of items`` free cluster ids; runs only when the work
+    left covers its first evaluation of every item. Returns (change, used).
     """
     cl, clab, csize, parent = part
-    if s.work[0] <= 0:
-        return 0.0, used
     indptr, nbr = s.indptr, s.nbr
+    if s.work[0] < indptr[indptr.shape[0] - 1]:
+        return 0.0, used
     n_items, k_cls = s.cost.shape
     cap = clab.shape[0]
     ws = move_scratch(cap, indptr, k_cls)

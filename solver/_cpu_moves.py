@@ -55,7 +55,10 @@ def make_search(
 
     ``work`` is the (left, spent) counter; searches that share one share their budget.
     """
-    scale = (np.abs(cost).max() if cost.size else 0.0) + (np.abs(wt).max() if wt.size else 0.0)
+    # max |x| without an |x| copy of the arrays (the same value, for less work per refinement)
+    scale = (max(cost.max(), -cost.min()) if cost.size else 0.0) + (
+        max(wt.max(), -wt.min()) if wt.size else 0.0
+    )
     return Search(indptr, nbr, wt, cost, thing, 1e-9 * scale, work)
 
 

@@ -72,11 +72,11 @@ def bench_instance() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"]
 
 
-def noisy_small() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def noisy_small(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A 12x16 instance of the benchmark's noisy family (sigma 1.5): many small clusters."""
     from cops.benchmarks.solver import noisy_instance
 
-    d = noisy_instance(12, 16, seed=3, sigma=1.5)
+    d = noisy_instance(12, 16, seed=seed, sigma=1.5)
     return d["node_costs"], d["edges"], d["edge_costs"], d["partitionable"]
 
 
@@ -125,6 +125,22 @@ def _simulate(out_path: str) -> None:
         stats: dict[str, int] = {}
         run(f"noisy_{effort}", *noisy_small(), local_search=effort, stats=stats)
         res[f"noisy_{effort}"]["stats"] = stats
+    # A strict gain threshold in place of "fast": an image stops after its second iteration unless
+    # that gains at least as much as its first; in a batch each image stops on its own gains.
+    from cops.solver import amwc_cuda
+
+    fast = amwc_cuda.LOCAL_SEARCH["fast"]
+    amwc_cuda.LOCAL_SEARCH["fast"] = amwc_cuda.LocalSearchBound(100, 0.99)
+    try:
+        pair = [noisy_small(s) for s in (3, 4)]
+        for s, (c, e, w, part) in zip((3, 4), pair, strict=True):
+            stats = {}
+            run(f"strict{s}", c, e, w, part, stats=stats)
+            res[f"strict{s}"]["stats"] = stats
+        stacked = [np.stack([inst[i] for inst in pair]) for i in (0, 2)]
+        res["strict_batch"] = host(solve_amwc_cuda_batch(stacked[0], e, stacked[1], part))
+    finally:
+        amwc_cuda.LOCAL_SEARCH["fast"] = fast
 
     c, e, w, part = random_instance(1)
     run("float32", c.astype(np.float32), e.astype(np.int32), w.astype(np.float32), part)
@@ -330,6 +346,19 @@ def test_local_search_bound(sim: dict[str, Any]) -> None:
     assert all(1 <= stats["fast"][k] <= LOCAL_SEARCH["fast"].iterations for k in levels)
     assert all(stats["fast"][k] <= stats["full"][k] for k in levels)
     assert objective["full"] <= objective["fast"] < objective["off"]
+
+
+def test_local_search_stops_on_small_gain(sim: dict[str, Any]) -> None:
+    """With a gain threshold the search ends early, image by image, also inside a batch."""
+    assert sim["strict3"]["stats"]["node_iterations"] <= 2
+    assert (
+        sim["strict3"]["stats"]["node_iterations"] < sim["noisy_full"]["stats"]["node_iterations"]
+    )
+    batch = sim["strict_batch"]
+    for i, s in enumerate((3, 4)):
+        single = sim[f"strict{s}"]
+        for key in ("labels", "components", "cut"):
+            assert batch[key][i] == single[key], (s, key)
 
 
 def test_bad_input_raises(sim: dict[str, Any]) -> None:

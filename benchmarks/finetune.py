@@ -24,6 +24,7 @@ import torch
 
 from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.prepared import class_metadata
+from cops.datasets.recipe_data import ensure_dataset
 from cops.datasets.synthetic import prepare_synthetic
 from cops.device import resolve_device
 from cops.models import BackboneInitWarning, SemanticBoundaryNet
@@ -31,7 +32,7 @@ from cops.models.build import build_model
 from cops.recipes.schema import Recipe, load_recipe
 from cops.training.distributed import DistInfo
 from cops.training.finetune import FINETUNE, PQObjective
-from cops.training.loaders import TrainBatches, ensure_dataset, open_datasets
+from cops.training.loaders import TrainBatches, open_datasets
 
 
 class _Clock:

@@ -1,7 +1,7 @@
 """`cops evaluate`: PQ/SQ/RQ, mIoU and mask AP of a checkpoint on a prepared split.
 
-Wiring only: checkpoint → :class:`cops.inference.predictor.Predictor`, prepared split →
-:func:`cops.evaluation.dataset_eval.evaluate_split`, results → rich tables and ``metrics.json``.
+Wiring only: the options go to :func:`cops.evaluation.checkpoint_eval.evaluate_checkpoint`
+(which writes ``metrics.json``); its results are printed as rich tables.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from cops.cli.options import (
     require_checkpoint,
 )
 from cops.console import console, make_progress, print_table, state
-from cops.errors import CopsError
 
 
 def _fmt(value: float | None) -> str:
@@ -108,69 +107,30 @@ def evaluate(
     Runs the CNN and the AMWC solver on every image of the split, scores the panoptic maps as
     panopticapi does (values in percent) and writes OUT/metrics.json.
     """
-    from cops.device import resolve_device
-    from cops.evaluation.dataset_eval import evaluate_split
-    from cops.files import atomic_write_json
-    from cops.inference.outputs import PredictionWriter
-    from cops.inference.predictor import Predictor
-    from cops.models.build import load_checkpoint
-    from cops.recipes.schema import recipe_from_dict
-    from cops.training.loaders import open_split
+    from cops.evaluation.checkpoint_eval import evaluate_checkpoint
 
-    path = require_checkpoint(checkpoint)
-    ckpt = load_checkpoint(path, mmap=True)
-    recipe = recipe_from_dict(ckpt["recipe"])
-    split = split or recipe.eval.split
-    dataset = open_split(recipe, data, split)
-    names = list(dataset.categories.names)
-    if names != list(ckpt["classes"]["names"]):
-        raise CopsError(
-            f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
-            f"{path} was trained on ({', '.join(ckpt['classes']['names'])})"
-        )
-    out = out if out is not None else path.parent / f"eval-{split}"
-    predictor = Predictor.from_checkpoint(
-        path,
-        device=resolve_device(device),
-        backend=check_backend(backend),
-        test_size=parse_size(test_size),
-    )
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    writer = None
-    if save_predictions:
-        writer = PredictionWriter(
-            out, ckpt["classes"], panoptic_dir="predictions", json_name="predictions.json"
-        )
-    with make_progress(description=f"evaluate {split}") as progress:
-        task = progress.add_task("", total=count)
-        run = evaluate_split(
-            predictor,
-            dataset,
-            batch_size=batch_size,
-            max_images=max_images,
+    with make_progress(description="evaluate") as bar:
+        task = bar.add_task("", total=None)
+        result = evaluate_checkpoint(
+            require_checkpoint(checkpoint),
+            data=data,
+            split=split,
+            out=out,
             per_image=per_image,
-            writer=writer,
+            save_predictions=save_predictions,
+            max_images=max_images,
+            batch_size=batch_size,
+            device=device,
+            backend=check_backend(backend),
+            test_size=parse_size(test_size),
             workers=workers,
-            progress=lambda n: progress.advance(task, n),
+            progress=lambda advance, total: bar.update(task, advance=advance, total=total),
         )
-    if writer is not None:
-        writer.close()
-    metrics = run.metrics
-    seconds = {k: v / max(count, 1) for k, v in run.seconds.items()}
-    report = {
-        **metrics,
-        "checkpoint": str(path),
-        "iteration": ckpt.get("iteration"),
-        "split": split,
-        "seconds_per_image": seconds,
-    }
-    atomic_write_json(out / "metrics.json", report)
-    if per_image:
-        run.evaluator.write_per_image_csv(out / "per_image.csv")
-    isthing = dict(zip(names, (bool(t) for t in dataset.categories.isthing), strict=True))
-    title = f"{path} on {split} ({count} images)"
-    print_table(panoptic_table(title, metrics))
-    print_table(per_class_table(metrics, isthing))
+    report = result.report
+    title = f"{report['checkpoint']} on {report['split']} ({result.images} images)"
+    print_table(panoptic_table(title, report))
+    print_table(per_class_table(report, result.isthing))
     if not state.quiet:
+        seconds = report["seconds_per_image"]
         timing = ", ".join(f"{k} {v:.3f}" for k, v in seconds.items())
-        console.print(f"Seconds per image: {timing}. Wrote {out / 'metrics.json'}")
+        console.print(f"Seconds per image: {timing}. Wrote {result.out / 'metrics.json'}")

@@ -81,8 +81,8 @@ def test_pretrain_refuses_missing_data_folder(tmp_path):
 
 
 def test_recipe_root_is_generated_once_whole(tmp_path):
+    from cops.datasets.recipe_data import ensure_dataset
     from cops.recipes.schema import load_recipe
-    from cops.training.loaders import ensure_dataset
 
     root = tmp_path / "synthetic"
     recipe = load_recipe(

@@ -64,11 +64,12 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
     import torch
 
     from cops.datasets.prepared import class_metadata
+    from cops.datasets.recipe_data import ensure_dataset
     from cops.models.build import build_model, load_checkpoint
     from cops.training import distributed
     from cops.training.checkpoint import LAST
     from cops.training.engine import METRICS, RunContext, Trainer, seed_everything
-    from cops.training.loaders import TrainBatches, ensure_dataset, open_datasets, val_loader
+    from cops.training.loaders import TrainBatches, open_datasets, val_loader
     from cops.training.report import plot_losses, read_metrics, summary_table
 
     recipe = run.recipe

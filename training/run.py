@@ -205,8 +205,8 @@ def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
     Runs here (one process, or one of torchrun's) or in `nproc` local processes; local workers
     are spawned only after the synthetic data exists, so they never race to make it.
     """
+    from cops.datasets.recipe_data import ensure_dataset
     from cops.training.distributed import launch_local, under_launcher
-    from cops.training.loaders import ensure_dataset
     from cops.training.phase import phase_worker
 
     launched = under_launcher()

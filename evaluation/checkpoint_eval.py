@@ -1,0 +1,101 @@
+"""Evaluate a checkpoint on a prepared split: what `cops evaluate` runs, as one function.
+
+The checkpoint's recipe names the data (``--data`` and ``--split`` override it), its classes
+must be the split's, and the results are written to ``OUT/metrics.json`` (plus the per-image CSV
+and COCO panoptic predictions on request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cops.datasets.recipe_data import open_split
+from cops.device import resolve_device
+from cops.errors import CopsError
+from cops.evaluation.dataset_eval import evaluate_split
+from cops.files import atomic_write_json
+from cops.inference.outputs import PredictionWriter
+from cops.inference.predictor import Predictor
+from cops.models.build import load_checkpoint
+from cops.recipes.schema import recipe_from_dict
+
+
+@dataclass
+class CheckpointEvaluation:
+    """What an evaluation measured (``report`` is ``metrics.json``) and where it wrote it."""
+
+    report: dict[str, Any]
+    isthing: dict[str, bool]
+    images: int
+    out: Path
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    *,
+    data: Path | None = None,
+    split: str | None = None,
+    out: Path | None = None,
+    per_image: bool = False,
+    save_predictions: bool = False,
+    max_images: int | None = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    backend: str = "auto",
+    test_size: tuple[int, int] | None = None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckpointEvaluation:
+    """Run the CNN and the solver on every image of the split and score the panoptic maps.
+
+    `out` defaults to ``eval-SPLIT`` beside the checkpoint; `progress(advance, total)` is called
+    as images finish.
+    """
+    path = Path(checkpoint)
+    ckpt = load_checkpoint(path, mmap=True)
+    recipe = recipe_from_dict(ckpt["recipe"])
+    split = split or recipe.eval.split
+    dataset = open_split(recipe, data, split)
+    names = list(dataset.categories.names)
+    if names != list(ckpt["classes"]["names"]):
+        raise CopsError(
+            f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
+            f"{path} was trained on ({', '.join(ckpt['classes']['names'])})"
+        )
+    out = out if out is not None else path.parent / f"eval-{split}"
+    predictor = Predictor.from_checkpoint(
+        path, device=resolve_device(device), backend=backend, test_size=test_size
+    )
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    writer = None
+    if save_predictions:
+        writer = PredictionWriter(
+            out, ckpt["classes"], panoptic_dir="predictions", json_name="predictions.json"
+        )
+    run = evaluate_split(
+        predictor,
+        dataset,
+        batch_size=batch_size,
+        max_images=max_images,
+        per_image=per_image,
+        writer=writer,
+        workers=workers,
+        progress=None if progress is None else (lambda n: progress(n, count)),
+    )
+    if writer is not None:
+        writer.close()
+    report = {
+        **run.metrics,
+        "checkpoint": str(path),
+        "iteration": ckpt.get("iteration"),
+        "split": split,
+        "seconds_per_image": {k: v / max(count, 1) for k, v in run.seconds.items()},
+    }
+    atomic_write_json(out / "metrics.json", report)
+    if per_image:
+        run.evaluator.write_per_image_csv(out / "per_image.csv")
+    isthing = dict(zip(names, (bool(t) for t in dataset.categories.isthing), strict=True))
+    return CheckpointEvaluation(report, isthing, count, out)

@@ -1,17 +1,14 @@
-"""AMWC solver benchmark: ``python -m cops.benchmarks.solver``.
+"""AMWC solver benchmark (`cops bench solver`): seconds and objective per local-search effort.
 
 Builds street-scene-like AMWC instances on stride-4 grids (a procedural panoptic map, node costs
-from noisy class scores, edge costs from noisy same/different-segment evidence), times the solver
-per backend and local-search effort (off / fast = default / full) and prints one JSON line per
-(size, backend). ``--family noisy`` uses the noisy family (pixel noise of σ in ``--sigmas``,
-unscaled edge costs) instead. ``--gap N`` instead measures the gap of the CPU solver to the exact
-ILP optimum on N random tiny instances. :func:`run` and :func:`run_gap` return the rows.
+from noisy class scores, edge costs from noisy same/different-segment evidence), or the noisy
+family (pixel noise of σ, unscaled edge costs), and times the solver per backend and
+local-search effort (off = greedy only, fast = the default, full). :func:`gap` instead measures
+how far the CPU solver is from the exact ILP optimum on random tiny instances.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -19,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cops.benchmarks.report import BenchResult, environment
 from cops.solver.api import cuda_available, solve_amwc
 from cops.solver.graph import grid_graph
 
@@ -259,7 +257,7 @@ def _time_efforts(
     return out
 
 
-def run(
+def measure(
     family: str = "street",
     sizes: Sequence[tuple[int, int]] = SIZES,
     backends: Sequence[str] = ("cpu", "cuda"),
@@ -368,62 +366,76 @@ def run_gap(count: int, seed: int) -> dict[str, float]:
     }
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int]]:
-    """Parse "64x128,128x256" into [(64, 128), (128, 256)]."""
-    sizes = []
-    for part in text.split(","):
-        h, _, w = part.strip().partition("x")
-        if not (h.isdigit() and w.isdigit()):
-            raise argparse.ArgumentTypeError(f"size must look like 64x128, got {part!r}")
-        sizes.append((int(h), int(w)))
-    return sizes
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m cops.benchmarks.solver", description=__doc__)
-    parser.add_argument(
-        "--sizes",
-        type=_parse_sizes,
-        default=list(SIZES),
-        help="grid sizes HxW, comma separated (default 64x128,128x256,256x512)",
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs after warm-up")
-    parser.add_argument("--backends", default="cpu,cuda", help="comma-separated: cpu,cuda")
-    parser.add_argument("--seed", type=int, default=0, help="instance seed")
-    parser.add_argument(
-        "--family", choices=FAMILIES, default="street", help="instance family (default street)"
-    )
-    parser.add_argument(
-        "--sigmas", default="0.5,1.0,1.5", help="noise levels of the noisy family, comma separated"
-    )
-    parser.add_argument(
-        "--efforts", default="off,fast,full", help="local-search efforts to time (off,fast,full)"
-    )
-    parser.add_argument(
-        "--gap",
-        type=int,
-        default=0,
-        metavar="N",
-        help="measure the gap to the exact ILP on N tiny instances",
-    )
-    args = parser.parse_args(argv)
-    if args.gap:
-        print(json.dumps(run_gap(args.gap, args.seed)), flush=True)
-        return
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for b in backends:
-        if b not in ("cpu", "cuda"):
-            parser.error(f"--backends: unknown backend {b!r} (expected cpu or cuda)")
-    efforts = [x.strip() for x in args.efforts.split(",") if x.strip()]
-    for x in efforts:
-        if x not in EFFORTS:
-            parser.error(f"--efforts: unknown effort {x!r} (expected {', '.join(EFFORTS)})")
-    sigmas = [float(x) for x in args.sigmas.split(",") if x.strip()]
-    rows = run(args.family, args.sizes, backends, max(1, args.repeats), args.seed, sigmas, efforts)
+def _table_rows(rows: list[dict[str, Any]], efforts: Sequence[str]) -> list[list[Any]]:
+    """One table row per measured row: instance, backend, then seconds and objective per effort."""
+    table = []
     for row in rows:
-        print(json.dumps(row), flush=True)
+        head = [row["family"], row.get("sigma", "–"), row["size"], row["backend"]]
+        if "skipped" in row:  # no GPU: the row says so instead of figures
+            table.append([*head, *["–"] * (2 * len(efforts)), "no GPU"])
+            continue
+        cells = []
+        for effort in efforts:
+            cells += [f"{row[f'seconds_{effort}']:.3f}", f"{row[f'objective_{effort}']:.1f}"]
+        ratio = row.get("fast_over_off")
+        table.append([*head, *cells, "–" if ratio is None else f"{ratio:.2f}"])
+    return table
 
 
-if __name__ == "__main__":
-    main()
+def run(
+    families: Sequence[str] = FAMILIES,
+    sizes: Sequence[tuple[int, int]] = SIZES,
+    backends: Sequence[str] = ("cpu", "cuda"),
+    repeats: int = 5,
+    seed: int = 0,
+    sigmas: Sequence[float] = NOISE_SIGMAS,
+    efforts: Sequence[str] = EFFORTS,
+) -> BenchResult:
+    """:func:`measure` for each family, as one table: seconds (median) and objective per effort."""
+    for effort in efforts:
+        if effort not in EFFORTS:
+            raise ValueError(f"effort: expected one of {', '.join(EFFORTS)}, got {effort!r}")
+    rows = [
+        row
+        for family in families
+        for row in measure(family, sizes, backends, repeats, seed, sigmas, efforts)
+    ]
+    columns = ["family", "σ", "grid", "backend"]
+    for effort in efforts:
+        columns += [f"{effort} s", f"{effort} obj"]
+    columns.append("fast/off")
+    title = f"AMWC solver, median of {repeats}, efforts take turns (objective: lower is better)"
+    figures = {"rows": rows}
+    gpu = "cuda" if "cuda" in backends and cuda_available() else None
+    return BenchResult(
+        "solver", title, columns, _table_rows(rows, efforts), figures, environment(gpu)
+    )
+
+
+def run_check(device: str = "cpu", repeats: int = 3) -> BenchResult:
+    """The machine check's solver figures: a Cityscapes-size grid (256×512 nodes), clean and
+    noisy (σ 1.5), greedy only and the default effort, on the CPU and on `device` if a GPU."""
+    backends = ("cpu", "cuda") if device.startswith("cuda") else ("cpu",)
+    result = run(FAMILIES, [(256, 512)], backends, repeats, 0, (1.5,), ("off", "fast"))
+    result.title = f"AMWC solver on a Cityscapes-size grid, median of {repeats}"
+    return result
+
+
+def gap(count: int = 200, seed: int = 0) -> BenchResult:
+    """:func:`run_gap` as a table: mean and worst relative gap to the optimum per effort."""
+    figures = run_gap(count, seed)
+
+    def percent(value: float) -> str:
+        return f"{value if abs(value) > 1e-12 else 0.0:.3%}"  # no "-0.000%" from rounding
+
+    rows = [
+        [name, percent(figures[f"mean_gap{suffix}"]), percent(figures[f"max_gap{suffix}"])]
+        for name, suffix in (("fast (default)", ""), ("full", "_full"), ("off", "_greedy_only"))
+    ]
+    title = (
+        f"gap to the exact optimum, {count} random 3×4 instances (seed {seed}); "
+        f"default optimal on {figures['optimal_fraction']:.0%}"
+    )
+    return BenchResult(
+        "solver-gap", title, ["effort", "mean gap", "max gap"], rows, figures, environment()
+    )

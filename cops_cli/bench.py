@@ -13,8 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cops.cli.options import BackendOpt, CheckpointOpt, InferDeviceOpt, SetOpt, check_backend
+from cops.cli.options import (
+    BackendOpt,
+    CheckpointOpt,
+    InferDeviceOpt,
+    SetOpt,
+    check_backend,
+    parse_size,
+)
 from cops.console import console, print_table, state
+from cops.errors import CopsError
 
 if TYPE_CHECKING:
     from cops.benchmarks.report import BenchResult
@@ -53,6 +61,76 @@ def _report(results: Iterable[BenchResult], json_path: Path | None) -> None:
         write_results(json_path, done)
         if not state.quiet:
             console.print(f"Wrote {json_path}")
+
+
+def _sizes(value: str) -> list[tuple[int, int]]:
+    """``"64x128,256x512"`` → ``[(64, 128), (256, 512)]``."""
+    return [parse_size(part, "--sizes") for part in value.split(",") if part.strip()]
+
+
+def _choices(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of names, each one of `allowed`."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise CopsError(
+            f"{option} '{value}': expected a comma-separated list of {', '.join(allowed)}"
+        )
+    return names
+
+
+@app.command("solver")
+def solver(
+    family: Annotated[
+        str, typer.Option("--family", help="Instance families: street, noisy or both.")
+    ] = "street,noisy",
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="Stride-4 grid sizes HxW, comma-separated.")
+    ] = "64x128,128x256,256x512",
+    backends: Annotated[
+        str | None,
+        typer.Option("--backends", help="cpu, cuda or both (default: cpu, and cuda if present)."),
+    ] = None,
+    sigmas: Annotated[
+        str, typer.Option("--sigmas", help="Noise levels σ of the noisy family.")
+    ] = "0.5,1.0,1.5",
+    efforts: Annotated[
+        str, typer.Option("--efforts", help="Local-search efforts to time: off, fast, full.")
+    ] = "off,fast,full",
+    repeats: RepeatsOpt = 5,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Instance seed.")] = 0,
+    gap: Annotated[
+        int,
+        typer.Option(
+            "--gap",
+            min=0,
+            help="Instead: the gap to the exact optimum on N random tiny instances.",
+        ),
+    ] = 0,
+    json: JsonOpt = None,
+) -> None:
+    """AMWC solver seconds and objective per local-search effort (greedy only, fast, full)."""
+    from cops.benchmarks import solver as bench
+    from cops.solver import cuda_available
+
+    if gap:
+        _report([bench.gap(gap, seed)], json)
+        return
+    chosen = _choices(backends, "--backends", ("cpu", "cuda")) if backends else None
+    try:
+        noise = [float(s) for s in sigmas.split(",") if s.strip()]
+    except ValueError as exc:
+        raise CopsError(f"--sigmas '{sigmas}': expected comma-separated numbers") from exc
+    result = bench.run(
+        _choices(family, "--family", bench.FAMILIES),
+        _sizes(sizes),
+        chosen or (["cpu", "cuda"] if cuda_available() else ["cpu"]),
+        repeats,
+        seed,
+        noise,
+        _choices(efforts, "--efforts", bench.EFFORTS),
+    )
+    _report([result], json)
 
 
 @app.command("predict")

@@ -94,8 +94,8 @@ TestSizeOpt = Annotated[
 ]
 
 
-def parse_size(value: str | None) -> tuple[int, int] | None:
-    """``"512x1024"`` → ``(512, 1024)``; None stays None."""
+def parse_size(value: str | None, option: str = "--test-size") -> tuple[int, int] | None:
+    """``"512x1024"`` → ``(512, 1024)``; None stays None; errors name `option`."""
     if value is None:
         return None
     parts = value.lower().replace(",", "x").split("x")
@@ -104,9 +104,7 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     except ValueError:
         height = width = 0
     if height < 1 or width < 1:
-        raise CopsError(
-            f"--test-size '{value}': expected HxW with positive integers, e.g. 512x1024"
-        )
+        raise CopsError(f"{option} '{value}': expected HxW with positive integers, e.g. 512x1024")
     return height, width
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +23,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+PIPED_WIDTH = 160
+"""Columns of tables written to a file or pipe (rich would assume 80 and fold the figures)."""
+
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 
@@ -105,7 +110,7 @@ def counts_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obj
     """A simple right-aligned numeric table with a first text column."""
     table = Table(title=title)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         table.add_row(*(str(v) for v in row))
     return table

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cops.benchmarks import data, finetune, predict, train
+from cops.benchmarks import data, finetune, predict, solver, train
 from cops.benchmarks import eval as eval_bench
 from cops.benchmarks.report import BenchResult
 from cops.datasets.synthetic import prepare_synthetic
@@ -87,3 +87,23 @@ def test_finetune_splits_an_iteration(tmp_path: Path):
 def test_data_generator_rates():
     result = data.run(images=2, height=64, width=96, workers=1, repeats=1)
     _check(result, "data")
+
+
+def test_solver_efforts_and_gap(cops, tmp_path: Path):
+    path = tmp_path / "solver.json"
+    args = ["--sizes", "24x32", "--repeats", "1", "--sigmas", "1.5", "--backends", "cpu"]
+    out = cops("bench", "solver", *args, "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(path.read_text())["solver"]["figures"]["rows"]
+    assert [(r["family"], r["size"], r["backend"]) for r in rows] == [
+        ("street", "24x32", "cpu"),
+        ("noisy", "24x32", "cpu"),
+    ]
+    for row in rows:  # local search never makes the greedy result worse
+        assert row["objective_full"] <= row["objective_fast"] + 1e-6
+        assert row["objective_fast"] <= row["objective_off"] + 1e-6
+    bad = cops("bench", "solver", "--efforts", "fastest")
+    assert bad.returncode == 2 and "--efforts 'fastest'" in bad.stderr
+    result = solver.gap(count=5, seed=1)
+    _check(result, "solver-gap")
+    assert result.figures["mean_gap"] <= 0.005

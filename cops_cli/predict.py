@@ -1,7 +1,7 @@
 """`cops predict`: panoptic segmentation of image files with a checkpoint or an export.
 
-Wiring only: image discovery and reading (:mod:`cops.inference.image_files`), the predictor,
-and the COCO panoptic writer with optional overlays (:mod:`cops.inference.outputs`).
+Wiring only: the options go to :func:`cops.inference.predict_images.predict_images`; skipped
+files are reported as they come and listed at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from cops.cli.options import (
     parse_size,
 )
 from cops.console import console, err_console, make_progress, print_table, set_activity, state
-from cops.errors import CopsError, DatasetError
 
 
 def predict(
@@ -49,56 +48,31 @@ def predict(
     categories, areas, boxes and instance scores), plus OUT/overlay/NAME.png with --overlay.
     Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from cops.datasets.panoptic_io import read_image
-    from cops.device import resolve_device
-    from cops.inference.image_files import find_images
-    from cops.inference.outputs import PredictionWriter
-    from cops.inference.predictor import Predictor
+    from cops.inference.predict_images import predict_images
 
-    if (checkpoint is None) == (model is None):
-        raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
-    files = find_images(inputs)
-    size = parse_size(test_size)
-    backend = check_backend(backend)
-    if model is not None:
-        predictor = Predictor.from_export(model, backend=backend, test_size=size)
-    else:
-        if not checkpoint.is_file():
-            raise CopsError(f"--checkpoint {checkpoint}: file not found")
-        predictor = Predictor.from_checkpoint(
-            checkpoint, device=resolve_device(device), backend=backend, test_size=size
-        )
-    failed: list[tuple[Path, str]] = []
-    done = 0
     set_activity(
         f"prediction into {out}",
         f"run the command again ({out / 'panoptic.json'} is written only once every image is done)",
     )
-    with (
-        PredictionWriter(out, predictor.metadata["classes"], overlay=overlay) as writer,
-        make_progress(description="predict") as progress,
-    ):
-        task = progress.add_task("", total=len(files))
-        for start in range(0, len(files), batch_size):
-            batch, images = [], []
-            for path, name in files[start : start + batch_size]:
-                try:
-                    images.append(read_image(path))
-                    batch.append((path, name))
-                except DatasetError as exc:
-                    failed.append((path, str(exc)))
-                    err_console.print(f"[red]skipped[/red] {exc}", soft_wrap=True)
-            for (path, name), image, pred in zip(
-                batch, images, predictor.predict(images) if images else [], strict=True
-            ):
-                source = path.relative_to(inputs) if inputs.is_dir() else Path(path.name)
-                writer.write(name, pred, image=image, file_name=source.as_posix())
-                done += 1
-            progress.advance(task, len(files[start : start + batch_size]))
+    with make_progress(description="predict") as bar:
+        task = bar.add_task("", total=None)
+        result = predict_images(
+            inputs,
+            out,
+            checkpoint=checkpoint,
+            model=model,
+            device=device,
+            backend=check_backend(backend),
+            test_size=parse_size(test_size),
+            overlay=overlay,
+            batch_size=batch_size,
+            progress=lambda advance, total: bar.update(task, advance=advance, total=total),
+            skipped=lambda _, why: err_console.print(f"[red]skipped[/red] {why}", soft_wrap=True),
+        )
     if not state.quiet:
-        console.print(f"Predicted {done} image(s) into {out}")
-    if failed:
-        print_table(_failures_table(failed))
+        console.print(f"Predicted {result.written} image(s) into {out}")
+    if result.failed:
+        print_table(_failures_table(result.failed))
         raise typer.Exit(1)
 
 

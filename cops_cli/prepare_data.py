@@ -19,7 +19,6 @@ from cops.console import (
 )
 from cops.datasets.conversion import SplitSummary
 from cops.errors import CopsError
-from cops.files import atomic_write_json
 
 app = typer.Typer(
     help=(
@@ -68,7 +67,7 @@ def _convert(
     workers: int | None,
     **options: object,
 ) -> None:
-    """Run a converter on the checked options with a progress bar; report and save its summary."""
+    """Run a converter on the checked options with a progress bar, then show its summary."""
     set_activity(
         f"prepare-data into {out}",
         "run the same command again (finished splits are in place; the interrupted one keeps "
@@ -82,19 +81,12 @@ def _convert(
 
 
 def report_summary(out: Path, summaries: Sequence[SplitSummary]) -> None:
-    """Show images and segments per class for each split; save the same as summary.json."""
+    """Show images and segments per class for each split (as recorded in summary.json)."""
     names = sorted({name for s in summaries for name in s.segments})
     rows = [["images", *(s.images for s in summaries)]]
     rows += [[name, *(s.segments.get(name, 0) for s in summaries)] for name in names]
     rows.append(["(crowd segments)", *(s.crowd for s in summaries)])
     print_table(counts_table(f"Prepared dataset {out}", ["", *(s.split for s in summaries)], rows))
-    atomic_write_json(
-        out / "summary.json",
-        {
-            s.split: {"images": s.images, "segments": dict(s.segments), "crowd": s.crowd}
-            for s in summaries
-        },
-    )
     if not state.quiet:
         console.print(f"Wrote {', '.join(f'panoptic_{s.split}.json' for s in summaries)} in {out}")
 

@@ -10,6 +10,7 @@ split that looks complete but is not.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from collections import Counter
@@ -86,6 +87,27 @@ class SplitSummary:
     segments: Counter = field(default_factory=Counter)
     crowd: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """The split's entry of ``summary.json``."""
+        return {"images": self.images, "segments": dict(self.segments), "crowd": self.crowd}
+
+
+SUMMARY = "summary.json"
+"""Per-split counts of a prepared dataset, beside its split JSONs."""
+
+
+def record_summary(root: Path, summary: SplitSummary) -> None:
+    """Put `summary` into ``ROOT/summary.json``, keeping the entries of the other splits."""
+    path = Path(root) / SUMMARY
+    try:
+        entries = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        entries = {}
+    if not isinstance(entries, dict):
+        entries = {}
+    entries[summary.split] = summary.to_json()
+    atomic_write_json(path, entries)
+
 
 def _run_jobs(
     fn: Callable[[T], ConvertedImage], tasks: Sequence[T], workers: int
@@ -144,6 +166,7 @@ def convert_split(
             },
         )
         _replace_split(staged, paths, staging / "old")
+    record_summary(paths.root, summary)
     return summary
 
 

@@ -146,7 +146,7 @@ def test_outputs_identical_across_runs_and_workers(tmp_path: Path) -> None:
     prepare_synthetic(tmp_path / "b", workers=2, **options)
     prepare_synthetic(tmp_path / "c", workers=1, **options)
     a = tree_bytes(tmp_path / "a")
-    assert len(a) == 2 + 2 * 9
+    assert len(a) == 3 + 2 * 9  # two split JSONs, summary.json, 9 images and 9 panoptic PNGs
     assert a == tree_bytes(tmp_path / "b") == tree_bytes(tmp_path / "c")
     prepare_synthetic(tmp_path / "d", workers=1, **{**options, "seed": 12})
     d = tree_bytes(tmp_path / "d")

@@ -385,13 +385,22 @@ def _table_rows(rows: list[dict[str, Any]], efforts: Sequence[str]) -> list[list
 def run(
     families: Sequence[str] = FAMILIES,
     sizes: Sequence[tuple[int, int]] = SIZES,
-    backends: Sequence[str] = ("cpu", "cuda"),
+    backends: Sequence[str] | None = None,
     repeats: int = 5,
     seed: int = 0,
     sigmas: Sequence[float] = NOISE_SIGMAS,
     efforts: Sequence[str] = EFFORTS,
+    gap_instances: int = 0,
 ) -> BenchResult:
-    """:func:`measure` for each family, as one table: seconds (median) and objective per effort."""
+    """:func:`measure` for each family, as one table: seconds (median) and objective per effort.
+
+    `backends` defaults to the CPU, plus the GPU when one is present. With `gap_instances` > 0
+    the gap to the exact optimum is measured instead (:func:`gap`).
+    """
+    if gap_instances:
+        return gap(gap_instances, seed)
+    if backends is None:
+        backends = ("cpu", "cuda") if cuda_available() else ("cpu",)
     for effort in efforts:
         if effort not in EFFORTS:
             raise ValueError(f"effort: expected one of {', '.join(EFFORTS)}, got {effort!r}")

@@ -111,12 +111,7 @@ def solver(
 ) -> None:
     """AMWC solver seconds and objective per local-search effort (greedy only, fast, full)."""
     from cops.benchmarks import solver as bench
-    from cops.solver import cuda_available
 
-    if gap:
-        _report([bench.gap(gap, seed)], json)
-        return
-    chosen = _choices(backends, "--backends", ("cpu", "cuda")) if backends else None
     try:
         noise = [float(s) for s in sigmas.split(",") if s.strip()]
     except ValueError as exc:
@@ -124,11 +119,12 @@ def solver(
     result = bench.run(
         _choices(family, "--family", bench.FAMILIES),
         _sizes(sizes),
-        chosen or (["cpu", "cuda"] if cuda_available() else ["cpu"]),
+        _choices(backends, "--backends", ("cpu", "cuda")) if backends else None,
         repeats,
         seed,
         noise,
         _choices(efforts, "--efforts", bench.EFFORTS),
+        gap_instances=gap,
     )
     _report([result], json)
 

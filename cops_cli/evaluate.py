@@ -22,7 +22,7 @@ from cops.cli.options import (
     parse_size,
     require_checkpoint,
 )
-from cops.console import console, make_progress, print_table, state
+from cops.console import console, print_table, state, work_progress
 
 
 def _fmt(value: float | None) -> str:
@@ -109,8 +109,7 @@ def evaluate(
     """
     from cops.evaluation.checkpoint_eval import evaluate_checkpoint
 
-    with make_progress(description="evaluate") as bar:
-        task = bar.add_task("", total=None)
+    with work_progress("evaluate") as progress:
         result = evaluate_checkpoint(
             require_checkpoint(checkpoint),
             data=data,
@@ -124,7 +123,7 @@ def evaluate(
             backend=check_backend(backend),
             test_size=parse_size(test_size),
             workers=workers,
-            progress=lambda advance, total: bar.update(task, advance=advance, total=total),
+            progress=progress,
         )
     report = result.report
     title = f"{report['checkpoint']} on {report['split']} ({result.images} images)"

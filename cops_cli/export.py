@@ -9,9 +9,6 @@ import typer
 
 from cops.cli.options import CheckpointOpt, TestSizeOpt, parse_size, require_checkpoint
 from cops.console import console, state
-from cops.errors import CopsError
-
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 def export(
@@ -33,14 +30,10 @@ def export(
     distances, normalisation, minimum areas and cost scalars. `cops predict --model OUT` runs it
     with the same solver and gives the same panoptic maps as the checkpoint.
     """
-    from cops.inference.export import export_model
-    from cops.inference.predictor import Predictor
+    from cops.inference.export import export_checkpoint
 
-    if format_ not in FORMATS:
-        raise CopsError(f"--format '{format_}': expected one of {', '.join(FORMATS)}")
-    path = require_checkpoint(checkpoint)
-    out = out if out is not None else path.parent / f"model{FORMATS[format_]}"
-    predictor = Predictor.from_checkpoint(path, device="cpu", test_size=parse_size(test_size))
-    written = export_model(predictor.runner, predictor.metadata, out, format_)
+    written = export_checkpoint(
+        require_checkpoint(checkpoint), format_, out, test_size=parse_size(test_size)
+    )
     if not state.quiet:
         console.print(f"Wrote {written} and {written.with_suffix('.json')}")

@@ -21,7 +21,7 @@ from cops.cli.options import (
     check_backend,
     parse_size,
 )
-from cops.console import console, err_console, make_progress, print_table, set_activity, state
+from cops.console import console, err_console, print_table, set_activity, state, work_progress
 
 
 def predict(
@@ -54,8 +54,7 @@ def predict(
         f"prediction into {out}",
         f"run the command again ({out / 'panoptic.json'} is written only once every image is done)",
     )
-    with make_progress(description="predict") as bar:
-        task = bar.add_task("", total=None)
+    with work_progress("predict") as progress:
         result = predict_images(
             inputs,
             out,
@@ -66,7 +65,7 @@ def predict(
             test_size=parse_size(test_size),
             overlay=overlay,
             batch_size=batch_size,
-            progress=lambda advance, total: bar.update(task, advance=advance, total=total),
+            progress=progress,
             skipped=lambda _, why: err_console.print(f"[red]skipped[/red] {why}", soft_wrap=True),
         )
     if not state.quiet:

@@ -100,6 +100,30 @@ def split_progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+@contextmanager
+def work_progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar drawn from the first ``progress(advance, total)`` call on.
+
+    The work reports ``progress(0, total)`` once it knows its size and is ready to start, so a
+    bad option or file found before that ends in one error line, not beside an empty bar.
+    """
+    progress = make_progress(description=description)
+    task: TaskID | None = None
+
+    def update(advance: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task("", total=total)
+        progress.update(task, advance=advance, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            progress.stop()
+
+
 def print_table(table: Table) -> None:
     """Print a table unless `--quiet`."""
     if not state.quiet:

@@ -75,6 +75,8 @@ def evaluate_checkpoint(
         writer = PredictionWriter(
             out, ckpt["classes"], panoptic_dir="predictions", json_name="predictions.json"
         )
+    if progress is not None:
+        progress(0, count)
     run = evaluate_split(
         predictor,
         dataset,

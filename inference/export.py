@@ -34,6 +34,7 @@ __all__ = [
     "FORMAT_SUFFIXES",
     "ONNX_OPSET",
     "ExportedCostMapNet",
+    "export_checkpoint",
     "export_model",
     "load_export",
     "metadata_path",
@@ -275,3 +276,25 @@ def load_export(path: Path, device: str = "auto") -> ExportedCostMapNet:
     else:
         runner, used = _torchscript_runner(path, device)
     return ExportedCostMapNet(path, metadata, fmt, used, runner)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    fmt: Literal["onnx", "torchscript"] = "onnx",
+    out: Path | None = None,
+    test_size: tuple[int, int] | None = None,
+) -> Path:
+    """Export a training checkpoint's network (what `cops export` runs); returns the model path.
+
+    `out` defaults to ``model.onnx`` / ``model.pt`` beside the checkpoint; `test_size` is stored
+    in the metadata as the input size predictions resize to.
+    """
+    from cops.inference.predictor import Predictor
+
+    if fmt not in FORMAT_SUFFIXES:
+        raise CopsError(f"--format '{fmt}': expected one of {', '.join(FORMAT_SUFFIXES)}")
+    checkpoint = Path(checkpoint)
+    if out is None:
+        out = checkpoint.parent / f"model{FORMAT_SUFFIXES[fmt][0]}"
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", test_size=test_size)
+    return export_model(predictor.runner, predictor.metadata, out, fmt)

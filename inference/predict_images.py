@@ -27,16 +27,14 @@ class ImagesPrediction:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def load_predictor(
+def _load_predictor(
     checkpoint: Path | None,
     model: Path | None,
     device: str = "auto",
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
 ) -> Predictor:
-    """The predictor of a training checkpoint or of an export from `cops export` (exactly one)."""
-    if (checkpoint is None) == (model is None):
-        raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
+    """The predictor of a training checkpoint, or of an export from `cops export` if `model`."""
     if model is not None:
         return Predictor.from_export(model, backend=backend, test_size=test_size)
     if not Path(checkpoint).is_file():
@@ -65,9 +63,13 @@ def predict_images(
     `progress(advance, total)` follows the files; `skipped(path, reason)` hears of each file
     that could not be read. Output names mirror the input tree.
     """
+    if (checkpoint is None) == (model is None):  # the options first, then the files
+        raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
     files = find_images(inputs)
-    predictor = load_predictor(checkpoint, model, device, backend, test_size)
+    predictor = _load_predictor(checkpoint, model, device, backend, test_size)
     result = ImagesPrediction()
+    if progress is not None:
+        progress(0, len(files))
     with PredictionWriter(out, predictor.metadata["classes"], overlay=overlay) as writer:
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]

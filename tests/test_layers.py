@@ -1,5 +1,6 @@
 """Package layering (DESIGN §2): every import runs downward, base ← algorithms ← use ← training ←
-benchmarks ← CLI. A new upward import fails here with the file and line that made it."""
+benchmarks ← CLI, and the CLI only wires. A new upward import, or a CLI function that does the
+work itself, fails here with the file and line."""
 
 from __future__ import annotations
 
@@ -117,4 +118,77 @@ def test_a_planted_upward_import_is_named_with_file_and_line(tmp_path: Path):
         "models/net.py:5: models imports cops.training.engine from training, a higher layer",
         "models/sub.py:2: models imports cops.cli from cops_cli, a higher layer",
         "models/sub.py:2: models imports cops.cli.app from cops_cli, a higher layer",
+    ]
+
+
+WIRING = {"cops.cli", "cops.console", "cops.errors"}
+"""Modules a CLI function may use freely: options, terminal output, user errors."""
+WRITES = {
+    "open",
+    "write_text",
+    "write_bytes",
+    "mkdir",
+    "unlink",
+    "rename",
+    "rmdir",
+    "touch",
+    "save",
+}
+
+
+def _wiring_problems(path: Path) -> list[str]:
+    """A CLI module's functions that call more than one lower-layer function, or write files."""
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    lower: set[str] = set()  # names bound to something imported from a lower layer
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cops"):
+            if not any(node.module == w or node.module.startswith(w + ".") for w in WIRING):
+                lower.update(alias.asname or alias.name for alias in node.names)
+    problems = []
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        called = set()
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            target = node.func
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")
+            root = target
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in lower:
+                called.add(ast.unparse(target))
+            if name in WRITES or name.startswith("atomic_"):
+                problems.append(f"{path.name}:{node.lineno} {func.name}() writes files ({name})")
+        if len(called) > 1:
+            problems.append(
+                f"{path.name}:{func.lineno} {func.name}() calls {len(called)} functions below the "
+                f"CLI ({', '.join(sorted(called))}); give them one entry point there"
+            )
+    return problems
+
+
+def test_cli_modules_only_wire():
+    """Each CLI function parses options, calls at most one function of the layers below, prints."""
+    problems = [
+        p for path in sorted((REPO / "cops_cli").glob("*.py")) for p in _wiring_problems(path)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_cli_function_doing_two_jobs_is_reported(tmp_path: Path):
+    module = tmp_path / "fat.py"
+    module.write_text(
+        "from cops.models.build import load_checkpoint\n"
+        "from cops.inference.export import export_model\n\n\n"
+        "def export(path):\n"
+        "    ckpt = load_checkpoint(path)\n"
+        "    export_model(ckpt, path)\n"
+        "    path.write_text('done')\n"
+    )
+    assert _wiring_problems(module) == [
+        "fat.py:8 export() writes files (write_text)",
+        "fat.py:5 export() calls 2 functions below the CLI (export_model, load_checkpoint); "
+        "give them one entry point there",
     ]

@@ -93,6 +93,7 @@ def test_recipe_root_is_generated_once_whole(tmp_path):
     assert sorted(p.name for p in root.glob("*.json")) == [
         "panoptic_train.json",
         "panoptic_val.json",
+        "summary.json",
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"], "no staging folder left"
     (root / "panoptic_val.json").unlink()  # an incomplete root is reported, not regenerated

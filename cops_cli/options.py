@@ -3,12 +3,16 @@ predict, export) and their plain checks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cops.errors import CopsError
+
+if TYPE_CHECKING:
+    from cops.training.phase import Phase
 
 RecipeOpt = Annotated[
     str | None,
@@ -24,7 +28,12 @@ DataOpt = Annotated[
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Run folder for checkpoints and logs (default: runs/RECIPE)."),
+    typer.Option(
+        "--out",
+        "-o",
+        help="Run folder for checkpoints and logs (default: runs/RECIPE, for fine-tuning "
+        "runs/RECIPE-ft).",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -53,7 +62,8 @@ WeightsOpt = Annotated[
     Path | None,
     typer.Option(
         "--weights",
-        help="Initialise from a COPS checkpoint or a torchvision/ImageNet backbone state dict.",
+        help="Initialise from a COPS checkpoint (e.g. runs/NAME/last.pt) or a backbone file "
+        "(`cops import-checkpoint R-52.pkl --backbone-only`).",
     ),
 ]
 
@@ -127,3 +137,40 @@ def require_checkpoint(checkpoint: Path | None) -> Path:
     if not checkpoint.is_file():
         raise CopsError(f"--checkpoint {checkpoint}: file not found")
     return checkpoint
+
+
+def training_command(phase: Phase, doc: str) -> Callable[..., None]:
+    """The Typer command of a training phase: every training option, passed to `train_phase`.
+
+    The parameters carry the names :func:`cops.training.run.resolve_run` takes.
+    """
+    from cops.training.run import train_phase
+
+    def command(
+        recipe: RecipeOpt = None,
+        weights: WeightsOpt = None,
+        data: DataOpt = None,
+        out: OutOpt = None,
+        overrides: SetOpt = None,
+        device: DeviceOpt = "auto",
+        nproc: NprocOpt = "1",
+        resume: ResumeOpt = False,
+        seed: SeedOpt = None,
+        reinit_head: ReinitHeadOpt = False,
+    ) -> None:
+        train_phase(
+            phase,
+            recipe=recipe,
+            weights=weights,
+            data=data,
+            out=out,
+            overrides=overrides,
+            device=device,
+            nproc=nproc,
+            resume=resume,
+            seed=seed,
+            reinit_head=reinit_head,
+        )
+
+    command.__doc__ = doc
+    return command

@@ -177,4 +177,12 @@ def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -
     return PQObjective(recipe, classes, device)
 
 
-FINETUNE = Phase("finetune-pq", _schedule, _prepare, _objective)
+FINETUNE = Phase(
+    "finetune-pq",
+    _schedule,
+    _prepare,
+    _objective,
+    out_suffix="-ft",
+    start_hint="fine-tuning starts from a pretrained checkpoint (cops pretrain ...); pass "
+    "--weights runs/NAME/last.pt, or --resume to continue a fine-tuning run",
+)

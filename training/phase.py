@@ -30,12 +30,16 @@ class Phase:
 
     ``schedule(recipe)`` gives the engine's TrainConfig, ``prepare(model, recipe)`` readies the
     freshly built (or restored) network, ``objective(recipe, classes, device)`` builds the loss.
+    A phase with `start_hint` must start from ``--weights`` (the hint says which); its runs go
+    to ``runs/RECIPE`` + `out_suffix` by default.
     """
 
     name: str
     schedule: Callable[[Recipe], TrainConfig]
     prepare: Callable[[SemanticBoundaryNet, Recipe], SemanticBoundaryNet]
     objective: Callable[[Recipe, dict[str, list], torch.device], Objective]
+    out_suffix: str = ""
+    start_hint: str | None = None
 
 
 def phase_worker(run: RunConfig, phase: Phase) -> None:

@@ -199,7 +199,7 @@ def resolve_run(
     )
 
 
-def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
+def train_phase(phase: Phase, **options: Any) -> None:
     """Resolve the shared options (see :func:`resolve_run`) and train `phase`.
 
     Runs here (one process, or one of torchrun's) or in `nproc` local processes; local workers
@@ -209,8 +209,10 @@ def train_phase(phase: Phase, *, out_suffix: str = "", **options: Any) -> None:
     from cops.training.distributed import launch_local, under_launcher
     from cops.training.phase import phase_worker
 
+    if phase.start_hint and options.get("weights") is None and not options.get("resume"):
+        raise CopsError(f"--weights: {phase.start_hint}")
     launched = under_launcher()
-    run = resolve_run(**options, under_launcher=launched, out_suffix=out_suffix)
+    run = resolve_run(**options, under_launcher=launched, out_suffix=phase.out_suffix)
     set_activity(
         f"{phase.name} run {run.out}",
         "to continue from its last checkpoint, run the same command with --resume",

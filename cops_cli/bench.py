@@ -43,9 +43,22 @@ ImagesOpt = Annotated[int, typer.Option("--images", min=1, help="Images to time.
 HeightOpt = Annotated[int, typer.Option("--height", min=16, help="Image height in pixels.")]
 WidthOpt = Annotated[int, typer.Option("--width", min=16, help="Image width in pixels.")]
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Timed steps (after a warm-up).")]
-RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs; the best is kept.")]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs after a warm-up.")]
 WorkersOpt = Annotated[
     int | None, typer.Option("--workers", "-j", min=1, help="Processes (default: all CPUs).")
+]
+
+FamilyOpt = Annotated[str, typer.Option("--family", help="Instance families: street, noisy.")]
+GridSizesOpt = Annotated[
+    str, typer.Option("--sizes", help="Stride-4 grid sizes HxW, comma-separated.")
+]
+BackendsOpt = Annotated[
+    str | None,
+    typer.Option("--backends", help="cpu, cuda or both (default: cpu, and cuda if present)."),
+]
+SigmasOpt = Annotated[str, typer.Option("--sigmas", help="Noise levels σ of the noisy family.")]
+EffortsOpt = Annotated[
+    str, typer.Option("--efforts", help="Local-search efforts to time: off, fast, full.")
 ]
 
 
@@ -81,22 +94,11 @@ def _choices(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
 
 @app.command("solver")
 def solver(
-    family: Annotated[
-        str, typer.Option("--family", help="Instance families: street, noisy or both.")
-    ] = "street,noisy",
-    sizes: Annotated[
-        str, typer.Option("--sizes", help="Stride-4 grid sizes HxW, comma-separated.")
-    ] = "64x128,128x256,256x512",
-    backends: Annotated[
-        str | None,
-        typer.Option("--backends", help="cpu, cuda or both (default: cpu, and cuda if present)."),
-    ] = None,
-    sigmas: Annotated[
-        str, typer.Option("--sigmas", help="Noise levels σ of the noisy family.")
-    ] = "0.5,1.0,1.5",
-    efforts: Annotated[
-        str, typer.Option("--efforts", help="Local-search efforts to time: off, fast, full.")
-    ] = "off,fast,full",
+    family: FamilyOpt = "street,noisy",
+    sizes: GridSizesOpt = "64x128,128x256,256x512",
+    backends: BackendsOpt = None,
+    sigmas: SigmasOpt = "0.5,1.0,1.5",
+    efforts: EffortsOpt = "off,fast,full",
     repeats: RepeatsOpt = 5,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Instance seed.")] = 0,
     gap: Annotated[

@@ -12,16 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cops.cli.options import (
-    BackendOpt,
-    BatchSizeOpt,
-    CheckpointOpt,
-    InferDeviceOpt,
-    TestSizeOpt,
-    check_backend,
-    parse_size,
-    require_checkpoint,
-)
+from cops.cli import options as opts
 from cops.console import console, print_table, state, work_progress
 
 
@@ -66,7 +57,7 @@ def per_class_table(metrics: dict[str, Any], isthing: dict[str, bool]) -> Table:
 
 
 def evaluate(
-    checkpoint: CheckpointOpt = None,
+    checkpoint: opts.CheckpointOpt = None,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Prepared dataset folder (default: the recipe's data.root)."),
@@ -94,10 +85,10 @@ def evaluate(
         int | None,
         typer.Option("--max-images", min=1, help="Evaluate only the first N images."),
     ] = None,
-    batch_size: BatchSizeOpt = 1,
-    device: InferDeviceOpt = "auto",
-    backend: BackendOpt = "auto",
-    test_size: TestSizeOpt = None,
+    batch_size: opts.BatchSizeOpt = 1,
+    device: opts.InferDeviceOpt = "auto",
+    backend: opts.BackendOpt = "auto",
+    test_size: opts.TestSizeOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", "-j", min=0, help="Image-reading worker processes.")
     ] = 2,
@@ -111,7 +102,7 @@ def evaluate(
 
     with work_progress("evaluate") as progress:
         result = evaluate_checkpoint(
-            require_checkpoint(checkpoint),
+            opts.require_checkpoint(checkpoint),
             data=data,
             split=split,
             out=out,
@@ -119,9 +110,7 @@ def evaluate(
             save_predictions=save_predictions,
             max_images=max_images,
             batch_size=batch_size,
-            device=device,
-            backend=check_backend(backend),
-            test_size=parse_size(test_size),
+            **opts.model_options(device, backend, test_size),
             workers=workers,
             progress=progress,
         )

@@ -130,6 +130,11 @@ def check_backend(value: str) -> str:
     return value
 
 
+def model_options(device: str, backend: str, test_size: str | None) -> dict[str, object]:
+    """The checked --device, --backend and --test-size of the commands that run a model."""
+    return {"device": device, "backend": check_backend(backend), "test_size": parse_size(test_size)}
+
+
 def require_checkpoint(checkpoint: Path | None) -> Path:
     """The --checkpoint path, which must be given and exist."""
     if checkpoint is None:

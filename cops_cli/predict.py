@@ -12,15 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cops.cli.options import (
-    BackendOpt,
-    BatchSizeOpt,
-    CheckpointOpt,
-    InferDeviceOpt,
-    TestSizeOpt,
-    check_backend,
-    parse_size,
-)
+from cops.cli import options as opts
 from cops.console import console, err_console, print_table, set_activity, state, work_progress
 
 
@@ -29,7 +21,7 @@ def predict(
         Path, typer.Argument(help="An image file or a folder (searched recursively).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
-    checkpoint: CheckpointOpt = None,
+    checkpoint: opts.CheckpointOpt = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", "-m", help="An export from `cops export` (.onnx or .pt)."),
@@ -37,10 +29,10 @@ def predict(
     overlay: Annotated[
         bool, typer.Option("--overlay", help="Also write colour overlays with a legend.")
     ] = False,
-    batch_size: BatchSizeOpt = 1,
-    device: InferDeviceOpt = "auto",
-    backend: BackendOpt = "auto",
-    test_size: TestSizeOpt = None,
+    batch_size: opts.BatchSizeOpt = 1,
+    device: opts.InferDeviceOpt = "auto",
+    backend: opts.BackendOpt = "auto",
+    test_size: opts.TestSizeOpt = None,
 ) -> None:
     """Predict panoptic segmentations of images (jpg, jpeg, png, bmp, tif) of any size.
 
@@ -60,9 +52,7 @@ def predict(
             out,
             checkpoint=checkpoint,
             model=model,
-            device=device,
-            backend=check_backend(backend),
-            test_size=parse_size(test_size),
+            **opts.model_options(device, backend, test_size),
             overlay=overlay,
             batch_size=batch_size,
             progress=progress,

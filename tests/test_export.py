@@ -82,7 +82,11 @@ def test_export_outputs_equal_eager_on_other_sizes(trained, exports, fmt):
         for name, a, b in zip(OUTPUTS, got, expected, strict=True):
             assert a.device.type == "cpu" and a.dtype == torch.float32, name
             assert a.shape == b.shape == (batch, b.shape[1], size[0] // 4, size[1] // 4), name
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"{fmt} {name} {size}")
+            # float32 kernels of onnxruntime and torch round differently: about 1e-6 of the
+            # largest value (costs reach ~150 here), so the bound scales with it.
+            scale = float(b.abs().max())
+            atol = max(1e-4, 2e-5 * scale)
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-4, msg=f"{fmt} {name} {size}")
 
 
 def test_onnx_graph_opset_names_and_symbolic_sizes(exports):

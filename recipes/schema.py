@@ -47,7 +47,7 @@ class DataConfig:
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
-    crop_size: list[int] = field(default_factory=lambda: [256, 512])
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     num_workers: int = 2
@@ -571,3 +571,23 @@ def _check_values(recipe: Recipe) -> None:
     for ok, key, expected in checks:
         if not ok:
             raise RecipeError(f"{key}: expected {expected}")
+    _check_distances_fit_crop(recipe)
+
+
+def _check_distances_fit_crop(recipe: Recipe) -> None:
+    """Every edge distance must be shorter than the training crop's stride-4 map on both sides.
+
+    The boundary head sees the feature difference between an edge's two ends; at a distance as
+    long as the crop's map, every such difference is zero padding in training, so that branch
+    learns nothing and its BatchNorm statistics (variance ~0) blow its outputs up at test time.
+    """
+    rows, cols = (-(-side // 4) for side in recipe.data.crop_size)
+    too_long = [d for d in recipe.model.edge_distances if d >= min(rows, cols)]
+    if too_long:
+        crop = "×".join(str(s) for s in recipe.data.crop_size)
+        raise RecipeError(
+            f"model.edge_distances: {too_long[0]} does not fit the training crop {crop} (a "
+            f"{rows}×{cols} stride-4 map): every distance must be below {min(rows, cols)}, or "
+            "the boundary head learns nothing for it and misbehaves at test time; use a larger "
+            "data.crop_size or shorter distances"
+        )

@@ -62,7 +62,7 @@ def test_overrides_are_typed_by_schema():
             "model.backbone=resnet50",
             "solver.lambda_max=5000",
             "train.lr=1e-4",
-            "data.crop_size=[32, 64]",
+            "data.crop_size=[48, 96]",
             "eval.test_size=null",
             "seed=3",
         ],
@@ -70,7 +70,7 @@ def test_overrides_are_typed_by_schema():
     assert r.model.backbone == "resnet50"
     assert r.solver.lambda_max == 5000.0 and isinstance(r.solver.lambda_max, float)
     assert r.train.lr == pytest.approx(1e-4)
-    assert r.data.crop_size == [32, 64] and r.eval.test_size is None and r.seed == 3
+    assert r.data.crop_size == [48, 96] and r.eval.test_size is None and r.seed == 3
 
 
 @pytest.mark.parametrize(
@@ -134,3 +134,13 @@ def test_recipe_with_overrides_leaves_its_input_alone():
 def test_round_trip_through_dict():
     r = load_recipe("coco-r50", ["seed=5"])
     assert recipe_from_dict(r.to_dict()) == r
+
+
+def test_edge_distances_must_fit_the_training_crop():
+    """At a distance as long as the crop's stride-4 map the boundary head trains on padding only."""
+    with pytest.raises(RecipeError, match=r"model.edge_distances: 32 does not fit .* 128×256"):
+        load_recipe("synthetic", ["model.edge_distances=[1,4,16,32]"])
+    recipe = load_recipe(
+        "synthetic", ["model.edge_distances=[1,4,16,32]", "data.crop_size=[192,256]"]
+    )
+    assert recipe.model.edge_distances == [1, 4, 16, 32]

@@ -141,6 +141,26 @@ def _smooth_noise(shape: tuple[int, ...], cell: int, rng: np.random.Generator) -
     return np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:h, :w]
 
 
+def _instance(
+    node_costs: np.ndarray,
+    edges: np.ndarray,
+    edge_costs: np.ndarray,
+    classes: np.ndarray,
+    segments: np.ndarray,
+) -> dict[str, Any]:
+    """An instance as the benchmarks and tests take it; classes from ``NUM_STUFF`` on are things."""
+    thing = np.zeros(NUM_CLASSES, bool)
+    thing[NUM_STUFF:] = True
+    return {
+        "node_costs": node_costs.reshape(-1, NUM_CLASSES),
+        "edges": edges,
+        "edge_costs": edge_costs,
+        "partitionable": thing,
+        "classes": classes,
+        "segments": segments,
+    }
+
+
 def make_instance(
     height: int,
     width: int,
@@ -177,16 +197,7 @@ def make_instance(
     edge_costs = (
         np.where(same, edge_margin, -edge_margin) + edge_noise * rng.normal(size=len(edges))
     ) * scale
-    thing = np.zeros(NUM_CLASSES, bool)
-    thing[NUM_STUFF:] = True
-    return {
-        "node_costs": node_costs.reshape(-1, NUM_CLASSES),
-        "edges": edges,
-        "edge_costs": edge_costs,
-        "partitionable": thing,
-        "classes": cls,
-        "segments": seg,
-    }
+    return _instance(node_costs, edges, edge_costs, cls, seg)
 
 
 def noisy_instance(height: int, width: int, seed: int = 0, sigma: float = 1.5) -> dict[str, Any]:
@@ -205,16 +216,7 @@ def noisy_instance(height: int, width: int, seed: int = 0, sigma: float = 1.5) -
     flat = seg.ravel()
     same = flat[edges[:, 0]] == flat[edges[:, 1]]
     edge_costs = np.where(same, 1.0, -1.0) + sigma * rng.normal(size=len(edges))
-    thing = np.zeros(NUM_CLASSES, bool)
-    thing[NUM_STUFF:] = True
-    return {
-        "node_costs": node_costs.reshape(-1, NUM_CLASSES),
-        "edges": edges,
-        "edge_costs": edge_costs,
-        "partitionable": thing,
-        "classes": cls,
-        "segments": seg,
-    }
+    return _instance(node_costs, edges, edge_costs, cls, seg)
 
 
 def baseline_objective(node_costs: np.ndarray, edges: np.ndarray, edge_costs: np.ndarray) -> float:

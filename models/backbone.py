@@ -66,6 +66,13 @@ class DeepLabStem(nn.Module):
         return nn.functional.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
+def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """A block's shortcut: a strided 1×1 projection where the shape changes, else the identity."""
+    if in_ch != out_ch or stride != 1:
+        return ConvNorm(in_ch, out_ch, 1, stride=stride, relu=False)
+    return nn.Identity()
+
+
 class BasicBlock(nn.Module):
     """Two 3×3 convs and a (projected where the shape changes) shortcut; ResNet-18/34."""
 
@@ -74,10 +81,7 @@ class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, width: int, stride: int, dilation: int) -> None:
         super().__init__()
         out_ch = width * self.expansion
-        if in_ch != out_ch or stride != 1:
-            self.shortcut = ConvNorm(in_ch, out_ch, 1, stride=stride, relu=False)
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
         self.conv1 = ConvNorm(in_ch, width, 3, stride=stride, dilation=dilation)
         self.conv2 = ConvNorm(width, out_ch, 3, dilation=dilation, relu=False)
 
@@ -94,10 +98,7 @@ class BottleneckBlock(nn.Module):
     def __init__(self, in_ch: int, width: int, stride: int, dilation: int) -> None:
         super().__init__()
         out_ch = width * self.expansion
-        if in_ch != out_ch or stride != 1:
-            self.shortcut = ConvNorm(in_ch, out_ch, 1, stride=stride, relu=False)
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
         self.conv1 = ConvNorm(in_ch, width, 1)
         self.conv2 = ConvNorm(width, width, 3, stride=stride, dilation=dilation)
         self.conv3 = ConvNorm(width, out_ch, 1, relu=False)

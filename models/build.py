@@ -34,6 +34,17 @@ def is_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
+def _load_tensors(path: Path, error: type[CopsError], what: str, mmap: bool) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU; a file that is empty or unreadable as `what`
+    raises `error` naming it (never torch's own message about memory maps)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise error(f"{path}: empty file (0 bytes), not {what}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise error(f"{path}: cannot read as {what} ({exc})") from exc
+
+
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load a COPS checkpoint onto the CPU with ``weights_only=True``; errors name the file.
 
@@ -42,12 +53,7 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CopsError(f"{path}: checkpoint not found")
-    if path.stat().st_size == 0:
-        raise CopsError(f"{path}: empty file (0 bytes), not a checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise CopsError(f"{path}: cannot read as a checkpoint ({exc})") from exc
+    obj = _load_tensors(path, CopsError, "a checkpoint", mmap)
     if not is_checkpoint(obj):
         raise CopsError(f"{path}: not a COPS checkpoint (no '{FORMAT}' format marker)")
     if obj.get("version", 0) > VERSION:
@@ -116,12 +122,7 @@ def load_model_weights(
     warning. Returns what was loaded.
     """
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise WeightsError(f"{path}: empty file (0 bytes), not torch weights")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot read as torch weights ({exc})") from exc
+    obj = _load_tensors(path, WeightsError, "torch weights", mmap=True)
     if not is_checkpoint(obj):
         load_backbone_weights(model.backbone, path)
         return f"backbone weights from {path}"

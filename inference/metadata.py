@@ -37,7 +37,7 @@ def model_metadata(
     ``costs_scalars`` the cost model's ``a``, ``b``, ``alpha`` (as used, i.e. ``|α|``), ``beta``
     and ``edge_distances``, ``source`` the ``checkpoint`` path, ``iteration`` and ``phase``.
     """
-    test_size = recipe.eval.test_size
+    test_size, resize = recipe.eval.test_size, recipe.eval.resize_shortest_edge
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -56,6 +56,7 @@ def model_metadata(
             "stuff": int(recipe.eval.stuff_min_area),
         },
         "test_size": None if test_size is None else [int(s) for s in test_size],
+        "resize_shortest_edge": (None if resize is None else [int(s) for s in resize]),
         "cost_scalars": {
             "a": float(costs_scalars["a"]),
             "b": float(costs_scalars["b"]),
@@ -243,6 +244,9 @@ def check_metadata(obj: Any, source: str) -> dict[str, Any]:
     test_size = _get(obj, "test_size", source)
     if test_size is not None:
         _list_of(obj, "test_size", source, positive_int, "positive integers [H, W] or null", "", 2)
+    if obj.get("resize_shortest_edge") is not None:  # absent in exports made before it existed
+        expected = "positive integers [shortest, longest] or null"
+        _list_of(obj, "resize_shortest_edge", source, positive_int, expected, "", 2)
 
     scalars = _mapping(obj, "cost_scalars", source)
     p = "cost_scalars."

@@ -42,6 +42,20 @@ def with_test_size(metadata: Mapping[str, Any], test_size: Sequence[int] | None)
     return out
 
 
+def input_size(shape: Sequence[int], resize_shortest_edge: Sequence[int] | None) -> tuple[int, int]:
+    """The size an image of `shape` (H, W, ...) enters the CNN at: as it is, or resized so its
+    shorter side is ``shortest`` and its longer side at most ``longest`` (rounded as the original
+    does: ``int(x + 0.5)``)."""
+    height, width = int(shape[0]), int(shape[1])
+    if resize_shortest_edge is None:
+        return height, width
+    shortest, longest = resize_shortest_edge
+    scale = shortest / min(height, width)
+    if max(height, width) * scale > longest:
+        scale = longest / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
 @functools.lru_cache(maxsize=8)
 def _grid_edges(height: int, width: int, distances: tuple[int, ...]) -> np.ndarray:
     """The grid graph of one stride-grid size, shared by every image of that size (not mutated)."""
@@ -111,6 +125,8 @@ class Predictor:
         self.stride = int(meta["stride"])
         self.size_divisibility = int(meta["size_divisibility"])
         self.test_size = None if meta["test_size"] is None else tuple(meta["test_size"])
+        resize = meta.get("resize_shortest_edge")
+        self.resize_shortest_edge = None if resize is None else tuple(resize)
         norm = meta["normalization"]
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1) * 255)
@@ -247,7 +263,9 @@ class Predictor:
         if not images:
             return []
         count = len(images)
-        sizes = [self.test_size or im.shape[:2] for im in images]
+        sizes = [
+            self.test_size or input_size(im.shape[:2], self.resize_shortest_edge) for im in images
+        ]
         grids = [(-(-h // self.stride), -(-w // self.stride)) for h, w in sizes]
         own = np.zeros(count)  # seconds of per-image work (preprocessing, post-processing)
         solver = np.zeros(count)

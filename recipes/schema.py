@@ -224,6 +224,10 @@ class EvalConfig:
     thing_min_area: int = 200
     stuff_min_area: int = 2048
     test_size: list[int] | None = None
+    resize_shortest_edge: list[int] | None = None
+    """[shortest, longest]: resize each test image so its shorter side is `shortest` and its
+    longer side at most `longest` (the original's ResizeShortestEdge; COCO [640, 640]); null keeps
+    the input size. ``test_size`` (one fixed size) takes precedence."""
 
 
 @dataclass
@@ -567,6 +571,15 @@ def _check_values(recipe: Recipe) -> None:
             "non-negative numbers",
         ),
         (recipe.data.num_workers >= 0, "data.num_workers", "a non-negative integer"),
+        (
+            recipe.eval.resize_shortest_edge is None
+            or (
+                len(recipe.eval.resize_shortest_edge) == 2
+                and 0 < recipe.eval.resize_shortest_edge[0] <= recipe.eval.resize_shortest_edge[1]
+            ),
+            "eval.resize_shortest_edge",
+            "[shortest, longest] with 0 < shortest <= longest, or null",
+        ),
     ]
     for ok, key, expected in checks:
         if not ok:

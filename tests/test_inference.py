@@ -16,7 +16,7 @@ from cops.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cops.errors import CopsError
 from cops.inference.metadata import check_metadata, metadata_from_checkpoint, model_metadata
 from cops.inference.postprocess import axis_nodes, postprocess
-from cops.inference.predictor import Predictor
+from cops.inference.predictor import Predictor, input_size
 from cops.models.build import build_model, load_checkpoint
 from cops.recipes.schema import load_recipe
 from cops.solver import edge_costs_to_maps, grid_graph
@@ -366,3 +366,38 @@ def test_predictor_errors(tiny_checkpoint, predictor, tmp_path):
     broken = save_checkpoint(ckpt, tmp_path)
     with pytest.raises(CopsError, match=f"{broken}: the weights do not fit"):
         Predictor.from_checkpoint(broken, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("shape", "resize", "expected"),
+    [
+        ((1024, 2048), (1024, 2048), (1024, 2048)),  # Cityscapes: already at its test size
+        ((480, 640), (640, 640), (480, 640)),  # COCO: the longer side caps the scale at 1
+        ((333, 500), (640, 640), (426, 640)),  # 333 * 1.28 = 426.24
+        ((500, 333), (640, 640), (640, 426)),
+        ((300, 300), (640, 640), (640, 640)),
+        ((50, 200), (1024, 2048), (512, 2048)),
+        ((7, 9), None, (7, 9)),
+    ],
+)
+def test_input_size_resizes_the_shortest_edge_as_the_original(shape, resize, expected):
+    assert input_size(shape, resize) == expected
+
+
+def test_predictor_resizes_shortest_edge_and_maps_back():
+    """With ``resize_shortest_edge`` the CNN sees the resized image; outputs keep the input size."""
+    seen = []
+
+    def runner(batch: torch.Tensor):
+        seen.append(tuple(batch.shape))
+        b, _, height, width = batch.shape
+        node = torch.zeros(b, 4, height // 4, width // 4)
+        node[:, 1] = -5.0
+        edge = torch.full((b, 4, height // 4, width // 4), 3.0)
+        return node, edge, torch.full_like(edge, 0.25)
+
+    meta = check_metadata({**_hand_metadata(), "resize_shortest_edge": [40, 64]}, "hand")
+    (pred,) = Predictor(runner, meta).predict([np.zeros((30, 90, 3), np.uint8)])
+    div = meta["size_divisibility"]  # 30x90 -> scale min(40/30, 64/90): 21x64, then padded
+    assert seen == [(1, 3, -(-21 // div) * div, -(-64 // div) * div)]
+    assert pred.ids.shape == (30, 90)

@@ -50,3 +50,14 @@ def _run_cops(
 def cops() -> CopsRunner:
     """Run the `cops` command in a subprocess: ``cops("predict", ...)`` → CompletedProcess."""
     return _run_cops
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads; one avoids oversubscription on shared CI cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -16,14 +16,7 @@ from cops.models import (
 )
 from cops.recipes.schema import LossConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads; one avoids oversubscription on shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _semantic_batch(seed: int = 0, classes: int = 4, shape=(2, 6, 7)):

@@ -23,16 +23,10 @@ from cops.models import (
 from cops.models.heads import midpoint_to_source, source_to_midpoint
 from cops.recipes.schema import ModelConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads; one avoids oversubscription on shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def _small_net(output_stride: int = 16, **kwargs) -> SemanticBoundaryNet:

@@ -16,14 +16,7 @@ from cops.recipes.schema import ParamGroupConfig, TrainConfig, load_recipe
 from cops.training.engine import build_optimizer, describe_groups
 from cops.training.finetune import FINETUNE, drop_costs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads; one avoids oversubscription on shared CI cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net() -> SemanticBoundaryNet:

@@ -139,13 +139,16 @@ def export_model(
     metadata: dict[str, Any],
     out: Path,
     fmt: Literal["onnx", "torchscript"],
-    example_size: tuple[int, int] = (64, 128),
+    example_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write `net` (eval mode, CPU, float32) as `fmt` to `out` and its metadata to ``OUT.json``.
 
     `out` must carry a suffix of the format (``.onnx``; ``.pt``, ``.ts`` or ``.torchscript``).
-    ``example_size`` is the traced input's H×W (multiples of ``size_divisibility``); the export
-    accepts any batch size and any H×W. The caller's network is not modified. Returns `out`.
+    ``example_size`` is the traced input's H×W (multiples of ``size_divisibility``; default: the
+    training crop the ASPP pooling window was made for, see :func:`_pool_crop`). The export
+    accepts any batch size and any H×W (an ONNX export with a fixed pooling window: any H×W at
+    least that crop, recorded as ``min_input_size``). The caller's network is not modified.
+    Returns `out`.
     """
     if fmt not in FORMAT_SUFFIXES:
         raise ValueError(f"fmt: expected one of {', '.join(FORMAT_SUFFIXES)}, got {fmt!r}")
@@ -157,17 +160,38 @@ def export_model(
     metadata = check_metadata(metadata, "model metadata")
     _check_net(net, metadata)
     div = metadata["size_divisibility"]
-    height, width = (int(s) for s in example_size)
+    crop = _pool_crop(net, div)
+    height, width = (int(s) for s in (example_size or crop or (64, 128)))
     if min(height, width) < div or height % div or width % div:
         raise ValueError(f"example_size must be positive multiples of {div}, got {example_size}")
     model = copy.deepcopy(net).to(device="cpu", dtype=torch.float32).eval()
     if fmt == "onnx":
+        # The traced graph keeps the pooling window of the example size; below the crop the
+        # eager network shrinks it, which a fixed ONNX graph cannot, so smaller inputs are refused.
+        if crop is not None:
+            metadata = {**metadata, "min_input_size": [height, width]}
         data = _onnx_bytes(model, torch.zeros(2, 3, height, width), div)
     else:
         data = _torchscript_bytes(model)
     # Both complete under temporary names first; the model, which `load_export` opens, goes last.
     atomic_write_files([(metadata_path(out), json.dumps(metadata).encode()), (out, data)])
     return out
+
+
+def _pool_crop(net: torch.nn.Module, div: int) -> tuple[int, int] | None:
+    """The input size at which the network's fixed ASPP pooling windows are fully used (the
+    training crop: window × output stride, rounded up to `div`); None if every pool is global."""
+    from cops.models.decoder import ASPP
+
+    stride = max(
+        (m.output_stride for m in net.modules() if hasattr(m, "output_stride")), default=16
+    )
+    windows = [m.pool_size for m in net.modules() if isinstance(m, ASPP) and min(m.pool_size) > 0]
+    if not windows:
+        return None
+    height = max(w[0] for w in windows) * stride
+    width = max(w[1] for w in windows) * stride
+    return -(-height // div) * div, -(-width // div) * div
 
 
 class ExportedCostMapNet:
@@ -194,6 +218,14 @@ class ExportedCostMapNet:
         if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
             raise ValueError(f"image: expected a float tensor [B, 3, H, W], got {shape}")
+        least = self.metadata.get("min_input_size")
+        if least is not None and (image.shape[2] < least[0] or image.shape[3] < least[1]):
+            raise CopsError(
+                f"{self.path}: this ONNX export takes inputs of at least {least[0]}x{least[1]} "
+                f"(its ASPP pooling window was fixed at export), got "
+                f"{image.shape[2]}x{image.shape[3]}; use --test-size, a TorchScript export or "
+                "the checkpoint"
+            )
         outputs = self._runner(image.detach().to(dtype=torch.float32))
         node, edge, boundary = (
             torch.as_tensor(o).to(device="cpu", dtype=torch.float32) for o in outputs

@@ -7,6 +7,7 @@ import json
 import pickle
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,6 +83,19 @@ def _valid(maps: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     return maps[0, lo : maps.shape[1] - hi], maps[1, :, lo : maps.shape[2] - hi]
 
 
+def _compare_edge_crops(edge_costs: torch.Tensor, reference: Any, errors: dict) -> None:
+    """Edge costs [2D, 128, 256] (source layout) against the fixture's crops, in-grid edges only
+    (rows 24..55, cols 16..79 of the midpoint layout)."""
+    for i, d in enumerate(CITYSCAPES_DISTANCES):
+        costs = source_to_midpoint(edge_costs[None, 2 * i : 2 * i + 2], d)[0]
+        lo, hi = d // 2, d - d // 2
+        rows = [r - 24 for r in range(24, 56) if lo <= r < 128 - hi]
+        cols = [c - 16 for c in range(16, 80) if lo <= c < 256 - hi]
+        crop, ref_crop = costs[:, CROP[0], CROP[1]], reference[f"edge_costs_d{d}_crop"]
+        _compare(crop[0][rows], ref_crop[0][rows], f"edge_costs_d{d}_crop[0]", errors)
+        _compare(crop[1][:, cols], ref_crop[1][:, cols], f"edge_costs_d{d}_crop[1]", errors)
+
+
 @pytest.mark.slow
 def test_imported_network_reproduces_the_original(imported):
     reference = np.load(DATA / "cops_reference_outputs.npz")
@@ -98,17 +112,10 @@ def test_imported_network_reproduces_the_original(imported):
     _compare(node[:, CROP[0], CROP[1]], reference["node_costs_crop"], "node_costs", errors)
     for i, d in enumerate(CITYSCAPES_DISTANCES):
         logits = source_to_midpoint(out["boundary"][None, 2 * i : 2 * i + 2], d)[0]
-        costs = source_to_midpoint(out["edge_costs"][None, 2 * i : 2 * i + 2], d)[0]
         ref = torch.from_numpy(reference[f"aff_logits_d{d}"])
         for ch, (a, b) in enumerate(zip(_valid(logits, d), _valid(ref, d), strict=True)):
             _compare(a, b.numpy(), f"aff_logits_d{d}[{ch}]", errors)
-        # the crop's in-grid edges (rows 24..55, cols 16..79 of the midpoint layout)
-        lo, hi = d // 2, d - d // 2
-        rows = [r - 24 for r in range(24, 56) if lo <= r < 128 - hi]
-        cols = [c - 16 for c in range(16, 80) if lo <= c < 256 - hi]
-        crop, ref_crop = costs[:, CROP[0], CROP[1]], reference[f"edge_costs_d{d}_crop"]
-        _compare(crop[0][rows], ref_crop[0][rows], f"edge_costs_d{d}_crop[0]", errors)
-        _compare(crop[1][:, cols], ref_crop[1][:, cols], f"edge_costs_d{d}_crop[1]", errors)
+    _compare_edge_crops(out["edge_costs"], reference, errors)
 
     # 1024×2048: the ASPP image pooling is a 32×64 sliding mean there, not a global pool.
     big = _forward(net, np.repeat(np.repeat(image, 2, 0), 2, 1))
@@ -213,3 +220,26 @@ def test_backbone_pkl_converts_and_loads_for_pretraining(tmp_path, cops):
     load_model_weights(net, out)
     got = net.backbone.state_dict()["res5.2.conv3.norm.running_var"]
     np.testing.assert_array_equal(got.numpy(), arrays["res5.2.conv3.norm.running_var"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_import_reproduces_the_original_costs(imported, tmp_path, fmt):
+    """`cops export` of the imported network: its metadata carries the fixture's normalisation and
+    the exported model maps the normalised input to the original's node and edge costs."""
+    from cops.inference.export import export_checkpoint, load_export
+
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    model = load_export(export_checkpoint(imported, fmt, out), device="cpu")
+    norm = model.metadata["normalization"]
+    np.testing.assert_allclose(np.array(norm["mean"]) * 255, [123.675, 116.28, 103.53])
+    np.testing.assert_allclose(np.array(norm["std"]) * 255, [58.395, 57.12, 57.375])
+    reference = np.load(DATA / "cops_reference_outputs.npz")
+    image = read_image(DATA / "input_rgb_512x1024.png")
+    mean = torch.tensor(norm["mean"]).view(3, 1, 1) * 255
+    std = torch.tensor(norm["std"]).view(3, 1, 1) * 255
+    x = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() - mean) / std
+    node, edge, _ = (t[0] for t in model(x[None]))
+    errors: dict[str, float] = {}
+    _compare(node[:, CROP[0], CROP[1]], reference["node_costs_crop"], "node_costs", errors)
+    _compare_edge_crops(edge, reference, errors)

@@ -10,18 +10,17 @@ median over the timed images of each part (CNN, solver, the rest) and of their s
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from cops.benchmarks.report import BenchResult, environment
-from cops.datasets.conversion import Category
-from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
+from cops.datasets.synthetic import generate_scene
 from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.inference.metadata import model_metadata
 from cops.inference.predictor import Predictor
+from cops.inference.released import recipe_classes
 from cops.models import CostMapNet
 from cops.models.build import build_model
 from cops.recipes.schema import Recipe, load_recipe
@@ -29,30 +28,12 @@ from cops.recipes.schema import Recipe, load_recipe
 PARTS = ("cnn", "solver", "rest")
 
 
-def _categories(recipe: Recipe) -> Sequence[Category]:
-    """The fixed class list of the recipe's dataset (a random-init model needs one)."""
-    if recipe.data.dataset == "synthetic":
-        return SYNTHETIC_CATEGORIES
-    if recipe.data.dataset == "cityscapes":
-        from cops.datasets.cityscapes import CATEGORIES
-
-        return CATEGORIES
-    raise CopsError(
-        f"a {recipe.data.dataset} model's classes come from its data: pass --checkpoint"
-    )
-
-
 def random_predictor(recipe: Recipe, device: str, backend: str) -> Predictor:
-    """A predictor with the recipe's network randomly initialised (seed: the recipe's)."""
-    categories = _categories(recipe)
-    classes = {
-        "names": [c.name for c in categories],
-        "category_ids": [c.id for c in categories],
-        "isthing": [c.isthing for c in categories],
-        "colors": [list(c.color) for c in categories],
-    }
+    """A predictor with the recipe's network randomly initialised (seed: the recipe's); the
+    classes are the recipe dataset's (COCO's come from its prepared data)."""
+    classes = recipe_classes(recipe)
     torch.manual_seed(recipe.seed)
-    net = build_model(recipe.model, len(categories), None, restoring=True)
+    net = build_model(recipe.model, len(classes["names"]), None, restoring=True)
     dev = resolve_device(device)
     source = {"checkpoint": "", "iteration": 0, "phase": "random-init"}
     metadata = model_metadata(recipe, classes, net.costs.scalars(), source)

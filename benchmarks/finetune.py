@@ -15,24 +15,19 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from cops.benchmarks.report import BenchResult, environment
-from cops.datasets.prepared import class_metadata
-from cops.datasets.recipe_data import ensure_dataset
 from cops.datasets.synthetic import prepare_synthetic
 from cops.device import resolve_device
-from cops.models import BackboneInitWarning, SemanticBoundaryNet
-from cops.models.build import build_model
+from cops.models import BackboneInitWarning
 from cops.recipes.schema import Recipe, load_recipe
 from cops.training.distributed import DistInfo
-from cops.training.finetune import FINETUNE, PQObjective
-from cops.training.loaders import TrainBatches, open_datasets
+from cops.training.finetune import FINETUNE
+from cops.training.phase import PhaseSetup, setup_phase
 
 
 class _Clock:
@@ -54,35 +49,25 @@ class _Clock:
         return record
 
 
-@dataclass
-class FinetuneSetup:
-    """What one fine-tuning step needs outside the engine: network, objective, batch stream."""
-
-    recipe: Recipe  # with the fine-tuning schedule as its train section
-    model: SemanticBoundaryNet
-    objective: PQObjective
-    stream: Iterator[tuple[int, list[dict[str, Any]]]]
-    classes: dict[str, list]
-
-
 def finetune_setup(
     recipe: Recipe, weights: Path | None, device: torch.device, may_generate: bool = True
-) -> FinetuneSetup:
-    """The fine-tuning network (from `weights`, BN frozen, in train mode), objective and batches
-    of the recipe's training split, as `cops finetune-pq` would start them on one process.
+) -> PhaseSetup:
+    """The fine-tuning phase as `cops finetune-pq` starts it on one process (its own setup,
+    validation off), from `weights` or randomly initialised, the network on `device` in train mode.
 
     `may_generate`: the recipe's own synthetic root may be generated (not a user's folder)."""
-    schedule = dataclasses.replace(FINETUNE.schedule(recipe), val_every=0)
-    recipe = dataclasses.replace(recipe, train=schedule)
-    ensure_dataset(recipe, may_generate=may_generate)
-    train_set, _ = open_datasets(recipe)
-    classes = class_metadata(train_set.categories)
+    if weights is None:  # random init, whatever backbone file the recipe names
+        recipe = dataclasses.replace(
+            recipe, model=dataclasses.replace(recipe.model, backbone_weights=None)
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        model = build_model(recipe.model, len(classes["names"]), weights, restoring=True)
-    model = FINETUNE.prepare(model, recipe).to(device).train()
-    stream = TrainBatches(train_set, recipe.train, DistInfo(), recipe.seed).from_step(0)
-    return FinetuneSetup(recipe, model, PQObjective(recipe, classes, device), stream, classes)
+        setup = setup_phase(
+            recipe, FINETUNE, DistInfo(), device,
+            weights=weights, may_generate=may_generate, validate=False,
+        )  # fmt: skip
+    setup.model = setup.model.to(device).train()
+    return setup
 
 
 def _temporary_data(recipe: Recipe, root: Path) -> Recipe:
@@ -147,9 +132,9 @@ def run(
     return BenchResult("finetune", title, ["part", "median s"], rows, figures, environment(dev))
 
 
-def _time_steps(setup: FinetuneSetup, device: torch.device, steps: int) -> dict[str, list[float]]:
+def _time_steps(setup: PhaseSetup, device: torch.device, steps: int) -> dict[str, list[float]]:
     """Run `steps` + 1 iterations (the first is a warm-up) and split each one's seconds."""
-    model, objective, stream = setup.model, setup.objective, setup.stream
+    model, objective, stream = setup.model, setup.objective, setup.batches.from_step(0)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     clock = _Clock(device)
     parts: dict[str, list[float]] = defaultdict(list)

@@ -41,10 +41,11 @@ def main() -> None:
         return out
 
     model.forward = keep_costs
+    stream = setup.batches.from_step(0)
     k = len(names)
     sums, counts = np.zeros((k, k)), np.zeros(k)
     for _ in range(args.batches):
-        _, (batch,) = next(setup.stream)
+        _, (batch,) = next(stream)
         loss, _ = setup.objective(model, batch)
         loss.backward()
         grad = captured["node_costs"].grad  # [B, N, K]

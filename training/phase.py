@@ -15,12 +15,16 @@ from cops.console import configure_logging, print_table
 from cops.errors import CopsError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+    from torch.utils.data import DataLoader
 
     from cops.models import SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
     from cops.training.distributed import DistInfo
     from cops.training.engine import Objective
+    from cops.training.loaders import TrainBatches
     from cops.training.run import RunConfig
 
 
@@ -62,7 +66,38 @@ def _write_recipe(run: RunConfig) -> None:
     atomic_write_text(run.out / "recipe.yaml", run.recipe.to_yaml())
 
 
-def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -> None:
+@dataclass
+class PhaseSetup:
+    """A phase ready to train: the recipe with the phase's schedule as its train section, the
+    class metadata, the prepared network, its objective, the training batches and validation."""
+
+    recipe: Recipe
+    classes: dict[str, list]
+    model: SemanticBoundaryNet
+    objective: Objective
+    batches: TrainBatches
+    val: DataLoader | None
+    checkpoint: dict | None
+
+
+def setup_phase(
+    recipe: Recipe,
+    phase: Phase,
+    info: DistInfo,
+    device: torch.device,
+    *,
+    weights: Path | None = None,
+    resume: Path | None = None,
+    reinit_head: bool = False,
+    may_generate: bool = True,
+    validate: bool = True,
+) -> PhaseSetup:
+    """Seed, data, classes, network, objective and batches of `phase`, as its training starts.
+
+    `resume`: the checkpoint to continue (checked against the data's classes and the phase);
+    `may_generate`: the recipe's own synthetic root may be generated; `validate=False` turns
+    validation off (no validation split is needed).
+    """
     import dataclasses
 
     import torch
@@ -71,41 +106,40 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
     from cops.datasets.recipe_data import ensure_dataset
     from cops.models.build import build_model, load_checkpoint
     from cops.training import distributed
-    from cops.training.checkpoint import LAST
-    from cops.training.engine import METRICS, RunContext, Trainer, seed_everything
+    from cops.training.engine import seed_everything
     from cops.training.loaders import TrainBatches, open_datasets, val_loader
-    from cops.training.report import plot_losses, read_metrics, summary_table
 
-    recipe = run.recipe
     schedule = phase.schedule(recipe)
+    if not validate:
+        schedule = dataclasses.replace(schedule, val_every=0)
     recipe = dataclasses.replace(recipe, train=schedule)  # data streams follow the phase
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
     seed_everything(recipe.seed)
     if info.is_main:
-        ensure_dataset(recipe, may_generate=run.own_data)
+        ensure_dataset(recipe, may_generate=may_generate)
     distributed.barrier()
     train_set, val_set = open_datasets(recipe)
     classes = class_metadata(train_set.categories)
-    ckpt = load_checkpoint(run.out / LAST) if run.resume else None
+    ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None and ckpt["classes"] != classes:
         raise CopsError(
-            f"{run.out / LAST}: the checkpoint's classes ({', '.join(ckpt['classes']['names'])}) "
+            f"{resume}: the checkpoint's classes ({', '.join(ckpt['classes']['names'])}) "
             f"differ from those of {train_set.paths.json}"
         )
     if ckpt is not None and ckpt.get("phase", phase.name) != phase.name:
         raise CopsError(
-            f"{run.out / LAST}: a {ckpt['phase']} checkpoint cannot be resumed by {phase.name}; "
+            f"{resume}: a {ckpt['phase']} checkpoint cannot be resumed by {phase.name}; "
             f"start {phase.name} from it with --weights instead"
         )
     model = build_model(
         recipe.model,
         len(classes["names"]),
-        run.weights,
+        weights,
         ckpt is not None,
         classes=classes,
-        reinit_head=run.reinit_head,
+        reinit_head=reinit_head,
     )
     model = phase.prepare(model, recipe)
     pin = device.type == "cuda"
@@ -114,6 +148,25 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
     val = None
     if val_set is not None:
         val = val_loader(val_set, info, schedule.val_images, workers, pin)
+    objective = phase.objective(recipe, classes, device)
+    return PhaseSetup(recipe, classes, model, objective, batches, val, ckpt)
+
+
+def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -> None:
+    from cops.training.checkpoint import LAST
+    from cops.training.engine import METRICS, RunContext, Trainer
+    from cops.training.report import plot_losses, read_metrics, summary_table
+
+    setup = setup_phase(
+        run.recipe,
+        phase,
+        info,
+        device,
+        weights=run.weights,
+        resume=run.out / LAST if run.resume else None,
+        reinit_head=run.reinit_head,
+        may_generate=run.own_data,
+    )
     if info.is_main:
         _write_recipe(run)
     context = RunContext(
@@ -121,13 +174,20 @@ def _train(run: RunConfig, phase: Phase, info: DistInfo, device: torch.device) -
         device=device,
         dist=info,
         recipe=run.recipe.to_dict(),
-        classes=classes,
+        classes=setup.classes,
         phase=phase.name,
-        sync_bn=recipe.model.sync_bn,
+        sync_bn=setup.recipe.model.sync_bn,
     )
-    objective = phase.objective(recipe, classes, device)
-    trainer = Trainer(model, objective, schedule, batches, val, context, ckpt)
-    del ckpt
+    trainer = Trainer(
+        setup.model,
+        setup.objective,
+        setup.recipe.train,
+        setup.batches,
+        setup.val,
+        context,
+        setup.checkpoint,
+    )
+    setup.checkpoint = None  # the trainer has restored it; free the memory before training
     result = trainer.fit()
     if info.is_main:
         title = f"cops {phase.name}: {run.name}"

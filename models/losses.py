@@ -1,10 +1,16 @@
 """Pretraining losses: hard-pixel-mined semantic cross-entropy and boundary (cut) BCE.
 
-Both average only the worst ``top_k`` fraction of the *valid* entries (weight > 0 and, for
-semantics, label ≠ ignore), so easy pixels do not dilute the signal. With ``top_k = 1`` they reduce
-to the plain weighted mean over valid entries: ``Σ w·ℓ / #valid``. No valid entry gives an exact 0
-that still carries a (zero) gradient, never NaN. Sorting instead of ``topk`` keeps the number of
-selected entries a tensor, so no host synchronisation is needed on the GPU.
+Both average the worst ``top_k`` fraction of their entries, in one of two ways (``mine_from``):
+
+- ``"all"`` (the paper, detectron2's ``DeepLabCE``): every position counts, ignored, zero-weight
+  and padded ones included (their loss is 0): the mean of the ``k = int(top_k · numel)`` largest
+  weighted losses; with ``top_k = 1`` the plain mean over all positions.
+- ``"valid"`` (ours): only the valid entries (weight > 0 and, for semantics, label ≠ ignore)
+  count: the mean of the ``ceil(top_k · #valid)`` largest, so void and padding do not dilute the
+  signal; with ``top_k = 1`` ``Σ w·ℓ / #valid``. Sorting instead of ``topk`` keeps the number of
+  selected entries a tensor, so no host synchronisation is needed on the GPU.
+
+No entry to average gives an exact 0 that still carries a (zero) gradient, never NaN.
 """
 
 from __future__ import annotations
@@ -29,9 +35,17 @@ def _check_fraction(top_k: float) -> None:
         raise ValueError(f"top_k must be in (0, 1], got {top_k}")
 
 
-def _top_k_mean(losses: Tensor, valid: Tensor, top_k: float) -> Tensor:
-    """Mean of the largest ``ceil(top_k · #valid)`` non-negative ``losses`` among ``valid`` ones."""
+def _top_k_mean(losses: Tensor, valid: Tensor, top_k: float, mine_from: str = "valid") -> Tensor:
+    """Mean of the largest non-negative ``losses``: among all (``"all"``) or ``valid`` entries."""
     _check_fraction(top_k)
+    if mine_from == "all":
+        flat = torch.where(valid, losses, 0.0).flatten()
+        k = max(int(top_k * flat.numel()), 1)
+        if k >= flat.numel():
+            return flat.sum() / flat.numel()
+        return flat.topk(k, sorted=False).values.sum() / k
+    if mine_from != "valid":
+        raise ValueError(f"mine_from must be 'all' or 'valid', got {mine_from!r}")
     num_valid = valid.sum()
     if top_k == 1.0:
         return torch.where(valid, losses, 0.0).sum() / num_valid.clamp(min=1)
@@ -48,33 +62,43 @@ def hard_pixel_cross_entropy(
     weights: Tensor,
     top_k: float = 0.2,
     ignore_index: int = IGNORE_INDEX,
+    mine_from: str = "valid",
 ) -> Tensor:
-    """Weighted per-pixel cross-entropy averaged over the worst ``top_k`` fraction of valid pixels.
+    """Weighted per-pixel cross-entropy averaged over the worst ``top_k`` fraction of the pixels.
 
     ``logits [B, K, h, w]``, ``target [B, h, w]`` int64 (``ignore_index`` = void), ``weights
-    [B, h, w]``; pixels with weight ≤ 0 or the ignore label do not count. Computed in float32.
+    [B, h, w]``; pixels with weight ≤ 0 or the ignore label have loss 0, and count in the
+    fraction only with ``mine_from="all"`` (module doc), mined over the whole batch. Float32.
     """
     pixel = F.cross_entropy(logits.float(), target, reduction="none", ignore_index=ignore_index)
     valid = (weights > 0) & (target != ignore_index)
-    return _top_k_mean(pixel * weights, valid, top_k)
+    return _top_k_mean(pixel * weights, valid, top_k, mine_from)
 
 
 def hard_boundary_bce(
-    logits: Tensor, target: Tensor, weights: Tensor, top_k: float = 0.25, per_map: bool = False
+    logits: Tensor,
+    target: Tensor,
+    weights: Tensor,
+    top_k: float = 0.25,
+    per_map: bool = False,
+    mine_from: str = "valid",
 ) -> Tensor:
     """Weighted binary cross-entropy of cut logits averaged over the worst ``top_k`` valid edges.
 
     ``logits``, ``target`` (1 = cut, 0 = joined) and ``weights`` are ``[B, 2D, h, w]``; edges with
-    weight ≤ 0 (void, or partner outside the image) do not count. Computed in float32. With
-    ``per_map`` (the paper) each channel, one (distance, direction), is mined and averaged on its
-    own and the 2D terms are summed: long-distance edges, which are few and mostly easy, keep a
-    term of their own instead of being outvoted by the distance-1 maps.
+    weight ≤ 0 (void, or partner outside the image) have loss 0 and count in the fraction only
+    with ``mine_from="all"`` (module doc). Computed in float32. With ``per_map`` (the paper) each
+    channel, one (distance, direction), is mined over the batch and averaged on its own and the
+    2D terms are summed: long-distance edges, which are few and mostly easy, keep a term of their
+    own instead of being outvoted by the distance-1 maps.
     """
     edge = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     weighted, valid = edge * weights, weights > 0
     if not per_map:
-        return _top_k_mean(weighted, valid, top_k)
-    terms = [_top_k_mean(weighted[:, c], valid[:, c], top_k) for c in range(weighted.shape[1])]
+        return _top_k_mean(weighted, valid, top_k, mine_from)
+    terms = [
+        _top_k_mean(weighted[:, c], valid[:, c], top_k, mine_from) for c in range(weighted.shape[1])
+    ]
     return torch.stack(terms).sum()
 
 
@@ -98,6 +122,7 @@ class PretrainLoss(nn.Module):
         self.boundary_top_k = float(loss_cfg.boundary_top_k)
         self.per_map = loss_cfg.boundary_terms == "per_map"
         self.semantic_resolution = loss_cfg.semantic_resolution
+        self.mine_from = loss_cfg.top_k_over
 
     def forward(
         self,
@@ -127,10 +152,19 @@ class PretrainLoss(nn.Module):
                 align_corners=False,
             )
         semantic = hard_pixel_cross_entropy(
-            semantic_logits, semantic_target, semantic_weights, self.semantic_top_k
+            semantic_logits,
+            semantic_target,
+            semantic_weights,
+            self.semantic_top_k,
+            mine_from=self.mine_from,
         )
         boundary = hard_boundary_bce(
-            boundary_logits, cut_target, cut_weights, self.boundary_top_k, self.per_map
+            boundary_logits,
+            cut_target,
+            cut_weights,
+            self.boundary_top_k,
+            self.per_map,
+            self.mine_from,
         )
         total = self.semantic_weight * semantic + self.boundary_weight * boundary
         return total, {"semantic": semantic.detach(), "boundary": boundary.detach()}

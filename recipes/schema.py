@@ -88,7 +88,9 @@ class LossConfig:
     (the paper); ``pooled`` mines all edge maps together as one term. ``boundary_weights``:
     ``pixel`` gives an edge the larger of its two end pixels' weights (thing × ``thing_weight``,
     small instance × ``small_instance_weight``, the paper); ``binary`` gives every supervised
-    edge weight 1.
+    edge weight 1. ``top_k_over``: ``all`` mines the top-k fraction of every position, ignored
+    and padded ones included (``k = int(top_k · numel)``, detectron2's DeepLabCE, the paper);
+    ``valid`` only of the supervised ones.
     """
 
     semantic_weight: float = 1.0
@@ -103,6 +105,7 @@ class LossConfig:
     boundary_terms: Literal["per_map", "pooled"] = "per_map"
     boundary_weights: Literal["pixel", "binary"] = "pixel"
 
+    top_k_over: Literal["all", "valid"] = "all"
 
 @dataclass
 class ParamGroupConfig:

@@ -14,6 +14,7 @@ from cops.models import (
     hard_boundary_bce,
     hard_pixel_cross_entropy,
 )
+from cops.models.losses import _top_k_mean
 from cops.recipes.schema import LossConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,8 +147,8 @@ def test_pretrain_loss_combines_components():
     sem_logits, target, weights = _semantic_batch(shape=(2, 5, 6))
     b_logits, cut, cut_w = _boundary_batch(shape=(2, 4, 5, 6))
     total, parts = loss(sem_logits, target, weights, b_logits, cut, cut_w)
-    sem = hard_pixel_cross_entropy(sem_logits, target, weights, 0.3)
-    bnd = hard_boundary_bce(b_logits, cut, cut_w, 0.25, per_map=True)  # the paper's default
+    sem = hard_pixel_cross_entropy(sem_logits, target, weights, 0.3, mine_from="all")
+    bnd = hard_boundary_bce(b_logits, cut, cut_w, 0.25, per_map=True, mine_from="all")  # paper
     torch.testing.assert_close(total, 2.0 * sem + 0.5 * bnd)
     assert set(parts) == {"semantic", "boundary"}
     torch.testing.assert_close(parts["semantic"], sem.detach())
@@ -165,9 +166,22 @@ def test_pretrain_loss_upsamples_logits_to_full_resolution_targets():
     total, parts = loss(sem_logits, target, weights, b_logits, cut, torch.ones_like(cut))
     upsampled = F.interpolate(sem_logits, size=(16, 20), mode="bilinear", align_corners=False)
     torch.testing.assert_close(
-        parts["semantic"], hard_pixel_cross_entropy(upsampled, target, weights).detach()
+        parts["semantic"],
+        hard_pixel_cross_entropy(upsampled, target, weights, mine_from="all").detach(),
     )
     assert torch.isfinite(total)
+
+
+def test_top_k_over_all_positions_counts_ignored_and_padded_entries():
+    """The paper's mining: k = int(top_k · numel) over every entry, zeros of void included."""
+    losses = torch.tensor([4.0, 3.0, 2.0, 1.0, 9.0, 9.0, 0.5, 0.25])
+    valid = torch.tensor([True, True, True, True, False, False, True, True])
+    k = int(0.5 * 8)  # 4 of 8 entries; the invalid 9s count as 0
+    assert _top_k_mean(losses, valid, 0.5, "all").item() == pytest.approx((4 + 3 + 2 + 1) / k)
+    assert _top_k_mean(losses, valid, 1.0, "all").item() == pytest.approx(10.75 / 8)
+    assert _top_k_mean(losses, valid, 0.5, "valid").item() == pytest.approx((4 + 3 + 2) / 3)
+    with pytest.raises(ValueError, match="mine_from"):
+        _top_k_mean(losses, valid, 0.5, "some")
 
 
 def test_pretrain_loss_rejects_mismatched_shapes():
@@ -233,7 +247,8 @@ def test_paper_boundary_loss_has_one_term_per_distance_and_direction():
 
 def test_pretrain_loss_pooled_boundary_option():
     """``loss.boundary_terms: pooled`` (ours) is one hard-mined term over all edge maps."""
-    loss = PretrainLoss(LossConfig(boundary_terms="pooled", boundary_weight=1.0))
+    cfg = LossConfig(boundary_terms="pooled", boundary_weight=1.0, top_k_over="valid")
+    loss = PretrainLoss(cfg)
     sem_logits, target, weights = _semantic_batch(shape=(2, 4, 5))
     b_logits, cut, cut_w = _boundary_batch(shape=(2, 4, 4, 5))
     _, parts = loss(sem_logits, target, weights, b_logits, cut, cut_w)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cops.datasets.class_tables import builtin_categories, category_info
+from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import read_json
 from cops.datasets.prepared import CategoryInfo, class_metadata
 from cops.errors import CopsError
@@ -48,30 +50,18 @@ class ImportResult:
 
 
 def recipe_classes(recipe: Recipe, data_root: Path | None = None) -> dict[str, list]:
-    """Class metadata of a recipe's dataset: built in for Cityscapes and synthetic, read from
-    the prepared dataset (``data_root``, default the recipe's ``data.root``) for COCO."""
-    dataset = recipe.data.dataset
-    if dataset == "cityscapes":
-        from cops.datasets.cityscapes import CATEGORIES
-    elif dataset == "synthetic":
-        from cops.datasets.synthetic import SYNTHETIC_CATEGORIES as CATEGORIES
-    else:
-        root = Path(data_root if data_root is not None else recipe.data.root)
-        source = root / f"panoptic_{recipe.data.val_split}.json"
-        if not source.is_file():
-            raise CopsError(
-                f"{source}: not found; the {dataset} classes come from a prepared dataset "
-                f"(cops prepare-data {dataset} … --out {root}, or pass --data)"
-            )
-        return class_metadata(CategoryInfo.from_json(read_json(source).get("categories"), source))
-    return class_metadata(
-        CategoryInfo(
-            category_ids=np.asarray([c.id for c in CATEGORIES], dtype=np.int64),
-            names=tuple(c.name for c in CATEGORIES),
-            colors=np.asarray([c.color for c in CATEGORIES], dtype=np.uint8).reshape(-1, 3),
-            isthing=np.asarray([c.isthing for c in CATEGORIES], dtype=bool),
+    """Class metadata of a recipe's dataset: the built-in table (Cityscapes, COCO panoptic,
+    synthetic), or the categories of the prepared dataset `data_root` when one is given."""
+    if data_root is None:
+        return class_metadata(category_info(builtin_categories(recipe.data.dataset)))
+    source = SplitPaths(Path(data_root), recipe.data.val_split).json
+    if not source.is_file():
+        raise CopsError(
+            f"{source}: not found; --data must be a prepared dataset with the split "
+            f"'{recipe.data.val_split}' (or leave --data out for the built-in "
+            f"{recipe.data.dataset} classes)"
         )
-    )
+    return class_metadata(CategoryInfo.from_json(read_json(source).get("categories"), source))
 
 
 def _check_normalisation(found: dict[str, list[float]] | None, source: Path) -> None:

@@ -37,6 +37,7 @@ def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
             assert module in names, module
     for recipe in (REPO / "recipes").glob("*.yaml"):
         assert f"cops/recipes/{recipe.name}" in names, recipe.name
+    assert "cops/datasets/coco_categories.json" in names
     top_level = {n.split("/")[0] for n in names}
     assert not top_level & {*package_dir.values(), "tests"} - {"cops"}
 
@@ -46,6 +47,8 @@ def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
         "import cops, cops.solver, cops.datasets, cops.models, cops.training, cops.cli.app;"
         "from cops.recipes.schema import builtin_recipes;"
         "assert 'synthetic-tiny' in builtin_recipes();"
+        "from cops.datasets.class_tables import coco_categories;"
+        "assert len(coco_categories()) == 133;"
         "print(cops.__file__)"
     )
     out = subprocess.run(

@@ -90,7 +90,10 @@ class LossConfig:
     small instance × ``small_instance_weight``, the paper); ``binary`` gives every supervised
     edge weight 1. ``top_k_over``: ``all`` mines the top-k fraction of every position, ignored
     and padded ones included (``k = int(top_k · numel)``, detectron2's DeepLabCE, the paper);
-    ``valid`` only of the supervised ones.
+    ``valid`` only of the supervised ones. ``crowd_weight``: semantic weight of crowd pixels,
+    which keep their class (1 in the paper; 0 ignores them); crowd regions are never ground-truth
+    segments and their edges never supervised. ``small_instance_area_in``: an instance is small
+    by its pixel count in the augmented crop (``crop``, the paper) or its annotated area.
     """
 
     semantic_weight: float = 1.0
@@ -115,6 +118,9 @@ class ParamGroupConfig:
     ``*`` wildcards (``boundary_head.classifiers.*.2``); it matches the parameter itself and
     everything below it.
     """
+
+    crowd_weight: float = 1.0
+    small_instance_area_in: Literal["crop", "annotation"] = "crop"
 
     name: str = "group"
     modules: list[str] = field(default_factory=list)

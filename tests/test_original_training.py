@@ -10,11 +10,14 @@ tests run on another capture of the same format.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from cops.models.heads import midpoint_to_source
+from cops.datasets.targets import make_targets
+from cops.models.heads import midpoint_to_source, source_to_midpoint
 from cops.models.losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
-from cops.recipes.schema import LossConfig
+from cops.recipes.schema import LossConfig, load_recipe
+from cops.training.loaders import target_config
 from tests import _training_fixture as fixture
 
 
@@ -28,6 +31,112 @@ def _distances() -> list[int]:
 def _to_source(maps: np.ndarray, d: int) -> torch.Tensor:
     """A fixture edge array [B, 2, h, w] (midpoint layout) in the project's source layout."""
     return midpoint_to_source(torch.from_numpy(np.ascontiguousarray(maps)), d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2: targets (README "Using it" item 1): the original's target generator on the drawn
+# ground truth, both images with both configs, and COCO padded to the size divisibility.
+
+
+def _generator_recipe(attributes: dict, base: str) -> object:
+    """The paper recipe `base` with the capture's target-generator attributes set."""
+    overrides = [
+        f"model.edge_distances={attributes['edge_distances']}",
+        f"loss.thing_weight={attributes['instance_loss_weight']}",
+        f"loss.small_instance_weight={attributes['small_instance_weight']}",
+        f"loss.small_instance_area={attributes['small_instance_area']}",
+        f"loss.crowd_weight={0.0 if attributes['ignore_crowd'] else 1.0}",
+    ]
+    return load_recipe(base, overrides)
+
+
+def _segments(segments_info: list[dict]) -> list[dict]:
+    """The capture's segments_info as the target generator's segment dicts."""
+    return [{**seg, "train_id": seg["category_id"]} for seg in segments_info]
+
+
+def _original_panoptic(ours: np.ndarray, segments: list[dict], present: set[int]) -> np.ndarray:
+    """Our stride-4 segment ids in the original's numbering (README "targets.npz"): stuff
+    class·1000, thing class·1000 + k (k from 1 per class in segments_info order, over the
+    segments present in the crop), void and crowd -1."""
+    out = np.full(ours.shape, -1, dtype=np.int64)
+    count: dict[int, int] = {}
+    for seg in segments:
+        if seg["iscrowd"] or seg["id"] not in present:
+            continue
+        cls = seg["category_id"]
+        if seg["isthing"]:
+            count[cls] = count.get(cls, 0) + 1
+        out[ours == seg["id"]] = cls * 1000 + (count[cls] if seg["isthing"] else 0)
+    return out
+
+
+def _check_targets(ours: dict, ref: dict, prefix: str, phase: str, distances: list[int]) -> None:
+    """Compare our targets with the capture's arrays `prefix*` of one config, exactly."""
+    height, width = ref[f"{prefix}sem_seg"].shape
+    np.testing.assert_array_equal(ours["semantic"][:height, :width], ref[f"{prefix}sem_seg"])
+    np.testing.assert_array_equal(
+        ours["weights"][:height, :width], ref[f"{prefix}sem_seg_weights_{phase}"]
+    )
+    np.testing.assert_array_equal(ours["weights_s4"] > 0, ref[f"{prefix}panoptic_weights"] > 0)
+    for i, d in enumerate(distances):
+        cuts = torch.from_numpy(ours["cut_targets"][None, 2 * i : 2 * i + 2])
+        weights = torch.from_numpy(ours["cut_weights"][None, 2 * i : 2 * i + 2])
+        np.testing.assert_array_equal(
+            source_to_midpoint(cuts, d)[0].numpy(), ref[f"{prefix}affinities_d{d}"]
+        )
+        np.testing.assert_array_equal(
+            source_to_midpoint(weights, d)[0].numpy(),
+            ref[f"{prefix}affinity_weights_d{d}_{phase}"],
+        )
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+@pytest.mark.parametrize("image", [0, 1])
+def test_cityscapes_targets_equal_the_originals(image: int, phase: str) -> None:
+    ref = fixture.arrays("targets")
+    attributes = fixture.meta("capture_info")["target_generator"][f"img{image}"][phase]
+    assert attributes["size_divisibility"] <= 0 and attributes["downsampling_factor"] == 4
+    recipe = _generator_recipe(attributes, "cityscapes-r50")
+    segments = _segments(fixture.meta("gt_meta")["images"][image]["segments_info"])
+    panoptic = ref[f"img{image}_panoptic_input"]
+    ours = make_targets(panoptic, segments, target_config(recipe))
+    _check_targets(ours, ref, f"img{image}_", phase, attributes["edge_distances"])
+    present = set(np.unique(panoptic).tolist())
+    np.testing.assert_array_equal(
+        _original_panoptic(ours["panoptic_s4"], segments, present), ref[f"img{image}_panoptic"]
+    )
+
+
+def _coco_segments(panoptic: np.ndarray) -> list[dict]:
+    """The COCO entry of gt_meta drawn as `panoptic` (fed unaugmented: areas are pixel counts)."""
+    for entry in fixture.meta("gt_meta")["coco"]:
+        segments = entry["segments_info"]
+        if all(int((panoptic == s["id"]).sum()) == s["area"] for s in segments):
+            return _segments(segments)
+    raise AssertionError("no COCO segments_info of gt_meta.json matches coco_panoptic_input")
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+def test_coco_targets_padded_to_the_size_divisibility_equal_the_originals(phase: str) -> None:
+    ref = fixture.arrays("targets")
+    attributes = fixture.meta("capture_info")["target_generator"][f"coco_{phase}"]
+    divisibility = attributes["size_divisibility"]
+    assert divisibility > 0
+    recipe = _generator_recipe(attributes, "coco-r50")
+    panoptic = ref["coco_panoptic_input"]
+    segments = _coco_segments(panoptic)
+    ours = make_targets(panoptic, segments, target_config(recipe, divisibility))
+    assert ours["semantic"].shape == ref[f"coco_model_sem_seg_padded_{phase}"].shape
+    np.testing.assert_array_equal(ours["semantic"], ref[f"coco_model_sem_seg_padded_{phase}"])
+    np.testing.assert_array_equal(
+        ours["weights"], ref[f"coco_model_sem_seg_weights_padded_{phase}"]
+    )
+    _check_targets(ours, ref, "coco_", phase, attributes["edge_distances"])
+    present = set(np.unique(panoptic).tolist())
+    np.testing.assert_array_equal(
+        _original_panoptic(ours["panoptic_s4"], segments, present), ref["coco_panoptic"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------

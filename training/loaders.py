@@ -40,16 +40,20 @@ TRAIN_KEYS = (
 workers."""
 
 
-def target_config(recipe: Recipe) -> TargetConfig:
-    """Stride-4 target settings from the recipe's model (edge distances) and loss sections."""
+def target_config(recipe: Recipe, size_divisibility: int = 0) -> TargetConfig:
+    """Stride-4 target settings from the recipe's model (edge distances) and loss sections;
+    `size_divisibility` > 0 pads the targets bottom/right as the original's generator does."""
     return TargetConfig(
         edge_distances=tuple(recipe.model.edge_distances),
         stride=4,
         thing_weight=recipe.loss.thing_weight,
         small_instance_area=recipe.loss.small_instance_area,
         small_instance_weight=recipe.loss.small_instance_weight,
+        crowd_weight=recipe.loss.crowd_weight,
         semantic_thing_weighting=recipe.loss.semantic_thing_weighting,
         boundary_pixel_weights=recipe.loss.boundary_weights == "pixel",
+        small_instance_area_in=recipe.loss.small_instance_area_in,
+        size_divisibility=size_divisibility,
     )
 
 

@@ -191,3 +191,59 @@ def coco(
         panoptic_dir=panoptic_dir,
         images_dir=images_dir,
     )
+
+
+@app.command("masks")
+def masks(
+    root: Annotated[
+        Path,
+        typer.Argument(help="Folder with images/{split}/, semantic/{split}/, instance/{split}/."),
+    ],
+    classes: Annotated[
+        Path,
+        typer.Option(
+            "--classes",
+            help="YAML: 'ignore: 255' (void value), then 'classes:' a list of "
+            "{id, name, isthing, color}; id = the class value in the semantic PNGs.",
+        ),
+    ],
+    out: OutOpt = Path("data/masks"),
+    splits: SplitsOpt = "train,val",
+    workers: WorkersOpt = None,
+    link: LinkOpt = "copy",
+    images: Annotated[str, typer.Option(help="Name of the image folder under ROOT.")] = "images",
+    semantic: Annotated[
+        str, typer.Option(help="Name of the semantic mask folder under ROOT.")
+    ] = "semantic",
+    instance: Annotated[
+        str, typer.Option(help="Name of the instance mask folder under ROOT.")
+    ] = "instance",
+    crowd_id: Annotated[
+        int | None,
+        typer.Option(
+            help="Instance value that marks crowd regions (besides 0 on thing pixels, which "
+            "always does)."
+        ),
+    ] = None,
+) -> None:
+    """Convert images with a semantic and an instance mask PNG each (matched by name).
+
+    Semantic PNGs hold a class value per pixel, instance PNGs an instance id per pixel (8- or
+    16-bit greyscale, 0 = none). Stuff pixels' instance ids are ignored; each (thing class,
+    instance id) is a segment; thing pixels with instance 0 (or --crowd-id) become one crowd
+    segment per class; pixels with the ignore value are void.
+    """
+    from cops.datasets.masks import MaskFolders, prepare_masks
+
+    _convert(
+        out,
+        prepare_masks,
+        root,
+        out,
+        classes,
+        splits=splits,
+        workers=workers,
+        link=_check_link(link),
+        folders=MaskFolders(images, semantic, instance),
+        crowd_id=crowd_id,
+    )

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from cops.datasets.conversion import (
     LINK_MODES,
     Category,
@@ -24,10 +22,15 @@ from cops.datasets.conversion import (
     SplitPaths,
     SplitSummary,
     convert_split,
+    default_color,
     place_file,
 )
 from cops.datasets.panoptic_io import (
+    PNG_PALETTE,
+    PNG_RGB,
+    PNG_RGBA,
     VOID_ID,
+    png_format,
     read_image,
     read_json,
     read_panoptic_png,
@@ -36,8 +39,6 @@ from cops.datasets.panoptic_io import (
 )
 from cops.errors import CopsError, DatasetError
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_RGB, _PNG_PALETTE, _PNG_RGBA = 2, 3, 6
 _JSON_CANDIDATES = ("annotations/panoptic_{split}2017.json", "panoptic_{split}.json")
 _PANOPTIC_CANDIDATES = ("panoptic/{split}",)
 _IMAGE_CANDIDATES = ("{split}2017", "images/{split}")
@@ -164,12 +165,6 @@ def _flag(entry: dict[str, Any], key: str, default: int | None, where: str, sour
     return int(value)
 
 
-def _default_color(category_id: int) -> tuple[int, int, int]:
-    """A deterministic colour for categories that come without one."""
-    r, g, b = np.random.default_rng(category_id).integers(0, 256, 3)
-    return int(r), int(g), int(b)
-
-
 def _load_categories(data: dict[str, Any], source: Path) -> list[Category]:
     """Validate the categories, keeping their order (the reader's train ids follow it)."""
     categories: list[Category] = []
@@ -182,7 +177,7 @@ def _load_categories(data: dict[str, Any], source: Path) -> list[Category]:
         seen.add(category_id)
         color = entry.get("color")
         if color is None:
-            color = _default_color(category_id)
+            color = default_color(category_id)
         elif not (
             isinstance(color, list)
             and len(color) == 3
@@ -304,20 +299,11 @@ def _check_present(files: list[Path], kind: str, source: Path) -> None:
         raise DatasetError(f"{missing[0]}: {kind} not found (listed in {source}){more}")
 
 
-def _png_format(path: Path) -> tuple[int, int]:
-    """Bit depth and colour type from a PNG header, so valid RGB PNGs can be copied untouched."""
-    with open(path, "rb") as f:
-        head = f.read(26)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise DatasetError(f"{path}: not a PNG file; panoptic labels must be lossless PNGs")
-    return head[24], head[25]
-
-
 def _convert_one(task: _Task, *, paths: SplitPaths, link: str) -> ConvertedImage:
     """Check one image against its PNG and segments_info, then place both in the prepared layout."""
     where = f"(annotation of image {task.image['id']!r} in {task.source_json})"
-    bit_depth, color_type = _png_format(task.png_path)
-    if not (color_type == _PNG_PALETTE or (bit_depth == 8 and color_type in (_PNG_RGB, _PNG_RGBA))):
+    bit_depth, color_type = png_format(task.png_path)
+    if not (color_type == PNG_PALETTE or (bit_depth == 8 and color_type in (PNG_RGB, PNG_RGBA))):
         raise DatasetError(
             f"{task.png_path}: PNG colour type {color_type}, bit depth {bit_depth}; expected an "
             "8-bit RGB PNG with ids encoded as R + 256·G + 256²·B"
@@ -345,7 +331,7 @@ def _convert_one(task: _Task, *, paths: SplitPaths, link: str) -> ConvertedImage
         )
     image_name, png_name = task.image["file_name"], task.annotation["file_name"]
     place_file(task.image_path, paths.images / image_name, link)
-    if color_type == _PNG_RGB:
+    if color_type == PNG_RGB:
         place_file(task.png_path, paths.panoptic / png_name, "copy")
     else:
         write_panoptic_png(paths.panoptic / png_name, ids)

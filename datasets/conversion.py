@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from cops.errors import CopsError, DatasetError
 from cops.files import atomic_write_json, staging_dir
 from cops.parallel import fork_pool
@@ -48,6 +50,12 @@ class Category:
             "isthing": int(self.isthing),
             "color": list(self.color),
         }
+
+
+def default_color(category_id: int) -> tuple[int, int, int]:
+    """A deterministic colour for categories that come without one."""
+    r, g, b = np.random.default_rng(category_id).integers(0, 256, 3)
+    return int(r), int(g), int(b)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,20 @@ def read_panoptic_png(path: Path) -> np.ndarray:
     return (rgba.view("<u4")[..., 0] & 0xFFFFFF).astype(np.int64)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_GREY, PNG_RGB, PNG_PALETTE, PNG_GREY_ALPHA, PNG_RGBA = 0, 2, 3, 4, 6
+"""PNG colour types (the IHDR field)."""
+
+
+def png_format(path: Path) -> tuple[int, int]:
+    """Bit depth and colour type from a PNG header, to tell label formats apart before decoding."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DatasetError(f"{path}: not a PNG file; label images must be lossless PNGs")
+    return head[24], head[25]
+
+
 def read_json(path: Path) -> Any:
     """Load a JSON file; missing or malformed files raise a DatasetError naming the file."""
     path = Path(path)

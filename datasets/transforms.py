@@ -95,17 +95,40 @@ class _Finish:
         normalised = (image.astype(np.float32) - self.mean) * self.inv_std
         normalised[~rows_in] = 0.0
         normalised[:, ~cols_in] = 0.0
+        targets = make_targets(panoptic, sample["segments"], self.targets)
+        div = self.targets.size_divisibility
+        if div:  # bottom/right, as the targets: the normalised mean (0) and void
+            pad = [(0, -size % div) for size in panoptic.shape]
+            normalised = np.pad(normalised, [*pad, (0, 0)])
+            panoptic = np.pad(panoptic, pad, constant_values=VOID_ID)
         out = {key: sample[key] for key in ("segments", "image_id", "file_name") if key in sample}
         out["orig_size"] = tuple(sample["panoptic"].shape)
         out["image"] = torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
         out["panoptic"] = torch.from_numpy(panoptic)
-        targets = make_targets(panoptic, sample["segments"], self.targets)
         out.update({key: torch.from_numpy(value) for key, value in targets.items()})
         return out
 
 
+def shortest_edge_size(
+    height: int, width: int, shortest: int, longest: int | None
+) -> tuple[int, int]:
+    """The size after resizing the shorter side to `shortest`, the longer side to at most
+    `longest`, rounded ``int(x + 0.5)`` (detectron2's ResizeShortestEdge, as the original)."""
+    scale = shortest / min(height, width)
+    if longest is not None and max(height, width) * scale > longest:
+        scale = longest / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
 class TrainTransform(_Finish):
-    """Random scale, random crop to `crop_size` (padding small images), random horizontal flip."""
+    """Random scale, random crop, random horizontal flip.
+
+    Scale: with `shortest_edges` (the paper) the shorter side becomes one of them at random, the
+    longer at most `max_size`; otherwise the image is scaled by a factor drawn uniformly from
+    `scale_range`. Crop: with `clip_crop` (the paper) the window is ``min(crop_size, image)`` at
+    a random offset and the targets' ``size_divisibility`` pads it bottom/right (boundary weight
+    1 there); otherwise it is `crop_size` at a random offset, void where it overhangs any side.
+    """
 
     def __init__(
         self,
@@ -115,28 +138,48 @@ class TrainTransform(_Finish):
         targets: TargetConfig = TargetConfig(),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        *,
+        shortest_edges: Sequence[int] | None = None,
+        max_size: int | None = None,
+        clip_crop: bool = False,
     ) -> None:
         super().__init__(targets, mean, std)
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f"crop_size must be (height, width) > 0, got {crop_size}")
         if not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+        if shortest_edges is not None and (not shortest_edges or min(shortest_edges) < 1):
+            raise ValueError(f"shortest_edges must be positive sizes, got {shortest_edges}")
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip = flip
+        self.shortest_edges = None if shortest_edges is None else [int(s) for s in shortest_edges]
+        self.max_size = max_size
+        self.clip_crop = clip_crop
+
+    def _scaled_size(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
+        """The resized image's size before cropping."""
+        if self.shortest_edges is not None:
+            shortest = self.shortest_edges[int(rng.integers(len(self.shortest_edges)))]
+            return shortest_edge_size(height, width, shortest, self.max_size)
+        scale = rng.uniform(*self.scale_range)
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """Augment one raw sample; the crop window lies at random, padded where it overhangs."""
+        """Augment one raw sample (scale, crop and flip as the class doc says)."""
         height, width = sample["panoptic"].shape
-        scale = rng.uniform(*self.scale_range)
-        scaled = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = self._scaled_size(height, width, rng)
+        if self.clip_crop:
+            window = tuple(min(s, c) for s, c in zip(scaled, self.crop_size, strict=True))
+        else:
+            window = self.crop_size
         offset = tuple(
             int(rng.integers(min(0, s - c), max(0, s - c) + 1))
-            for s, c in zip(scaled, self.crop_size, strict=True)
+            for s, c in zip(scaled, window, strict=True)
         )
         flip = self.flip and bool(rng.random() < 0.5)
         image, panoptic, rows_in, cols_in = _resample(
-            sample["image"], sample["panoptic"], scaled, offset, self.crop_size, flip
+            sample["image"], sample["panoptic"], scaled, offset, window, flip
         )
         return self.finish(sample, image, panoptic, rows_in, cols_in)
 

@@ -39,15 +39,35 @@ class SyntheticConfig:
     seed: int = 0
 
 
+CITYSCAPES_SHORTEST_EDGES = (
+    *(512, 640, 704, 832, 896, 1024, 1152, 1216),
+    *(1344, 1408, 1536, 1664, 1728, 1856, 1920, 2048),
+)
+"""The original's Cityscapes training sizes (MIN_SIZE_TRAIN): 16 shorter sides, 512…2048."""
+
+
 @dataclass
 class DataConfig:
-    """Where the prepared dataset lives and how training crops are drawn."""
+    """Where the prepared dataset lives and how training crops are drawn.
+
+    ``scale``: ``shortest_edge`` (the paper) resizes the shorter side to one of
+    ``shortest_edges`` at random, the longer to at most ``max_size`` (per phase:
+    ``train.shortest_edges`` / ``finetune.shortest_edges`` replace the list); ``range`` scales by
+    a factor drawn uniformly from ``scale_range``. ``crop``: ``clip`` (the paper) takes
+    ``min(crop_size, image)`` at a random offset and pads bottom/right to
+    ``model.size_divisibility`` (boundary weight 1 in the padding); ``pad`` takes ``crop_size``
+    at a random offset, void (weight 0) where it overhangs any side.
+    """
 
     dataset: Literal["synthetic", "cityscapes", "coco"] = "synthetic"
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
     crop_size: list[int] = field(default_factory=lambda: [512, 1024])
+    scale: Literal["shortest_edge", "range"] = "shortest_edge"
+    shortest_edges: list[int] = field(default_factory=lambda: list(CITYSCAPES_SHORTEST_EDGES))
+    max_size: int = 4096
+    crop: Literal["clip", "pad"] = "clip"
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     num_workers: int = 2
@@ -107,8 +127,10 @@ class LossConfig:
     semantic_thing_weighting: bool = False
     boundary_terms: Literal["per_map", "pooled"] = "per_map"
     boundary_weights: Literal["pixel", "binary"] = "pixel"
-
     top_k_over: Literal["all", "valid"] = "all"
+    crowd_weight: float = 1.0
+    small_instance_area_in: Literal["crop", "annotation"] = "crop"
+
 
 @dataclass
 class ParamGroupConfig:
@@ -118,9 +140,6 @@ class ParamGroupConfig:
     ``*`` wildcards (``boundary_head.classifiers.*.2``); it matches the parameter itself and
     everything below it.
     """
-
-    crowd_weight: float = 1.0
-    small_instance_area_in: Literal["crop", "annotation"] = "crop"
 
     name: str = "group"
     modules: list[str] = field(default_factory=list)
@@ -156,6 +175,8 @@ class TrainConfig:
     """Parameter-name patterns (as in :class:`ParamGroupConfig`) that do not train at all."""
     param_groups: list[ParamGroupConfig] = field(default_factory=list)
     """Learning-rate groups; the first matching group wins, unmatched parameters train at lr."""
+    shortest_edges: list[int] | None = None
+    """Pretraining sizes (``data.scale: shortest_edge``); null: ``data.shortest_edges``."""
 
 
 @dataclass
@@ -222,6 +243,8 @@ class FinetuneConfig:
     surrogate: Literal["paper", "exact"] = "paper"
     frozen: list[str] = field(default_factory=_paper_frozen)
     param_groups: list[ParamGroupConfig] = field(default_factory=_paper_param_groups)
+    shortest_edges: list[int] | None = None
+    """Fine-tuning's training sizes (COCO: 448…768); null: ``data.shortest_edges``."""
 
 
 @dataclass
@@ -594,6 +617,25 @@ def _check_values(recipe: Recipe) -> None:
         if not ok:
             raise RecipeError(f"{key}: expected {expected}")
     _check_distances_fit_crop(recipe)
+    _check_training_data(recipe)
+
+
+def _check_training_data(recipe: Recipe) -> None:
+    """Scale-augmentation sizes and the crowd weight (the paper's data rules, issue 17)."""
+    sizes = [
+        ("data.shortest_edges", recipe.data.shortest_edges),
+        ("train.shortest_edges", recipe.train.shortest_edges),
+        ("finetune.shortest_edges", recipe.finetune.shortest_edges),
+    ]
+    for key, value in sizes:
+        if value is not None and (not value or min(value) < 1):
+            raise RecipeError(f"{key}: expected a non-empty list of positive sizes, got {value}")
+    if recipe.data.max_size < 1:
+        raise RecipeError(f"data.max_size: expected a positive size, got {recipe.data.max_size}")
+    if recipe.loss.crowd_weight < 0:
+        raise RecipeError(
+            f"loss.crowd_weight: expected a number >= 0, got {recipe.loss.crowd_weight}"
+        )
 
 
 def _check_distances_fit_crop(recipe: Recipe) -> None:

@@ -13,6 +13,7 @@ from cops.datasets.transforms import (
     EvalTransform,
     TrainTransform,
     collate_panoptic,
+    shortest_edge_size,
 )
 
 TARGETS = TargetConfig(edge_distances=(1, 4))
@@ -126,6 +127,47 @@ def test_crop_smaller_than_image() -> None:
     assert out["semantic_s4"].shape == (4, 6) and out["cut_targets"].shape == (4, 4, 6)
 
 
+def test_shortest_edge_size_is_detectron2s_rounding() -> None:
+    assert shortest_edge_size(1024, 2048, 512, 4096) == (512, 1024)
+    assert shortest_edge_size(1024, 2048, 2048, 4096) == (2048, 4096)
+    assert shortest_edge_size(480, 640, 960, 960) == (720, 960)  # the long side caps the scale
+    assert shortest_edge_size(333, 500, 448, 960) == (448, 673)  # int(672.67 + 0.5)
+
+
+def test_paper_crop_clips_to_the_image_and_pads_bottom_right() -> None:
+    """``data.crop: clip``: min(crop, image) at a random offset, then padding to the size
+    divisibility at the bottom/right, where the boundary weight is 1 and the image meets it as
+    a cut."""
+    sample = _coded_sample(64, 96)
+    targets = TargetConfig(edge_distances=(1,), boundary_pixel_weights=True, size_divisibility=64)
+    transform = TrainTransform(
+        (128, 80), flip=False, targets=targets, shortest_edges=[64], max_size=1000, clip_crop=True
+    )
+    out = transform(sample, np.random.default_rng(0))
+    assert out["image"].shape == (3, 64, 128) and out["panoptic"].shape == (64, 128)
+    inside = out["panoptic"][:, :80].numpy()
+    assert (inside != 0).all() and (out["panoptic"][:, 80:] == 0).all()
+    assert (out["image"][:, :, 80:] == 0).all()
+    assert (out["weights"][:, 80:] == 0).all() and (out["semantic"][:, 80:] == 255).all()
+    # Stride 4: columns 0..19 are image, 20..31 padding; the horizontal distance-1 edge 19-20
+    # is a supervised cut, edges inside the padding are supervised joins.
+    cuts, weights = out["cut_targets"][1], out["cut_weights"][1]
+    assert (cuts[:, 19] == 1).all() and (weights[:, 19] > 0).all()
+    assert (cuts[:, 20:31] == 0).all() and (weights[:, 20:31] == 1).all()
+    # The window starts at a random column of the 96 wide image and keeps 80 of them.
+    starts = [x for x in range(17) if np.array_equal(inside, sample["panoptic"][:, x : x + 80])]
+    assert len(starts) == 1
+
+
+def test_paper_scale_draws_a_shortest_edge_from_the_list() -> None:
+    sample = _coded_sample(64, 96)
+    transform = TrainTransform(
+        (1000, 1000), flip=False, targets=TARGETS, shortest_edges=[32, 48], clip_crop=True
+    )
+    sizes = {tuple(transform(sample, np.random.default_rng(s))["panoptic"].shape) for s in range(8)}
+    assert sizes == {(32, 48), (48, 72)}
+
+
 def test_eval_transform() -> None:
     sample = _coded_sample(height=30, width=50)
     out = EvalTransform(targets=TARGETS)(sample)
@@ -164,3 +206,23 @@ def test_collate_pads_different_sizes() -> None:
     assert isinstance(batch["segments"], list) and len(batch["segments"]) == 2
     assert batch["orig_size"] == [(20, 30), (37, 41)]
     assert collate_panoptic([small], size_divisibility=4)["image"].shape == (1, 3, 20, 32)
+
+
+def test_recipe_transforms_follow_the_phase() -> None:
+    """coco-r50 pretrains on shorter sides 320…960 and fine-tunes on 448…768, both clipped and
+    padded to 640; synthetic keeps our uniform scale and fixed-size crop."""
+    import dataclasses
+
+    from cops.recipes.schema import load_recipe
+    from cops.training.finetune import FINETUNE
+    from cops.training.loaders import train_transform
+
+    coco = load_recipe("coco-r50")
+    pretrain = train_transform(coco)
+    assert pretrain.shortest_edges == list(range(320, 961, 64)) and pretrain.max_size == 960
+    assert pretrain.clip_crop and pretrain.targets.size_divisibility == 640
+    finetune = train_transform(dataclasses.replace(coco, train=FINETUNE.schedule(coco)))
+    assert finetune.shortest_edges == list(range(448, 769, 64))
+    ours = train_transform(load_recipe("synthetic"))
+    assert ours.shortest_edges is None and not ours.clip_crop
+    assert ours.targets.size_divisibility == 0

@@ -161,6 +161,7 @@ def _schedule(recipe: Recipe) -> TrainConfig:
         amp=ft.amp,
         frozen=list(ft.frozen),
         param_groups=list(ft.param_groups),
+        shortest_edges=ft.shortest_edges,
     )
 
 

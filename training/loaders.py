@@ -57,15 +57,27 @@ def target_config(recipe: Recipe, size_divisibility: int = 0) -> TargetConfig:
     )
 
 
+def train_transform(recipe: Recipe) -> TrainTransform:
+    """The training augmentation of the recipe's phase (``recipe.train`` is the phase's
+    schedule, whose ``shortest_edges`` replace ``data.shortest_edges`` when set)."""
+    data = recipe.data
+    clip = data.crop == "clip"
+    shortest = recipe.train.shortest_edges or data.shortest_edges
+    return TrainTransform(
+        tuple(data.crop_size),
+        tuple(data.scale_range),
+        data.flip,
+        target_config(recipe, recipe.model.size_divisibility if clip else 0),
+        shortest_edges=shortest if data.scale == "shortest_edge" else None,
+        max_size=data.max_size,
+        clip_crop=clip,
+    )
+
+
 def open_datasets(recipe: Recipe) -> tuple[PanopticDataset, PanopticDataset | None]:
     """The augmented training split and (when validation is on) the plain validation split."""
     data, targets = recipe.data, target_config(recipe)
-    train = PanopticDataset(
-        Path(data.root),
-        data.train_split,
-        TrainTransform(tuple(data.crop_size), tuple(data.scale_range), data.flip, targets),
-        seed=recipe.seed,
-    )
+    train = PanopticDataset(Path(data.root), data.train_split, train_transform(recipe), recipe.seed)
     if recipe.train.val_every == 0:
         return train, None
     val = PanopticDataset(Path(data.root), data.val_split, EvalTransform(targets), seed=recipe.seed)

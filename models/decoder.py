@@ -31,7 +31,9 @@ class ASPP(nn.Module):
     stride) with stride 1, applies a 1×1 conv with bias and a ReLU (no BN), and is resized back: on
     a training crop it is a global pool, on a larger test image it is a sliding local mean, as in
     the original. Where the feature map is smaller than the window, the window shrinks to the map
-    (global pooling along that side). ``pool_size=None`` always pools globally.
+    (global pooling along that side). ``pool_size=None`` always pools globally. ``dropout`` is
+    applied to the projected output in train mode (0.1 in the paper, also while the decoder is
+    frozen).
     """
 
     def __init__(
@@ -40,8 +42,12 @@ class ASPP(nn.Module):
         out_channels: int,
         rates: Sequence[int],
         pool_size: Sequence[int] | None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         branches: list[nn.Module] = [ConvNorm(in_channels, out_channels, 1)]
         branches += [SeparableConv(in_channels, out_channels, 3, int(r)) for r in rates]
         self.branches = nn.ModuleList(branches)
@@ -65,7 +71,8 @@ class ASPP(nn.Module):
         """Multi-scale context features at the input's resolution."""
         outs = [branch(x) for branch in self.branches]
         outs.append(self._pool(x))
-        return self.project(torch.cat(outs, dim=1))
+        projected = self.project(torch.cat(outs, dim=1))
+        return F.dropout(projected, self.dropout, self.training) if self.dropout else projected
 
 
 class DeepLabDecoder(nn.Module):
@@ -81,11 +88,12 @@ class DeepLabDecoder(nn.Module):
         channels: int = 256,
         aspp_rates: Sequence[int] = (6, 12, 18),
         pool_size: Sequence[int] | None = None,
+        aspp_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         res2_ch, res3_ch, res5_ch = in_channels
         proj3, proj2 = max(channels // 4, 1), max(channels // 8, 1)
-        self.aspp = ASPP(res5_ch, channels, aspp_rates, pool_size)
+        self.aspp = ASPP(res5_ch, channels, aspp_rates, pool_size, aspp_dropout)
         self.project_res3 = ConvNorm(res3_ch, proj3, 1)
         self.fuse_res3 = SeparableConv(proj3 + channels, channels, 5)
         self.project_res2 = ConvNorm(res2_ch, proj2, 1)

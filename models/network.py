@@ -37,6 +37,7 @@ class SemanticBoundaryNet(nn.Module):
     and heads (256 in the paper; the narrow projections and classifiers scale with it).
     ``aspp_pool_size`` is the image-pooling window on the stride-``output_stride`` map: the
     training crop divided by the output stride in the original, ``None`` for a global pool.
+    ``aspp_dropout`` drops the ASPP outputs of both decoders in train mode (0.1 in the paper).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class SemanticBoundaryNet(nn.Module):
         decoder_channels: int = 256,
         aspp_pool_size: Sequence[int] | None = None,
         weights_path: str | Path | None = None,
+        aspp_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -63,8 +65,9 @@ class SemanticBoundaryNet(nn.Module):
         self.backbone = build_backbone(backbone, output_stride, weights_path)
         channels = self.backbone.channels
         width = int(decoder_channels)
-        self.semantic_decoder = DeepLabDecoder(channels, width, aspp_rates, aspp_pool_size)
-        self.boundary_decoder = DeepLabDecoder(channels, width, aspp_rates, aspp_pool_size)
+        decoder = (channels, width, aspp_rates, aspp_pool_size, aspp_dropout)
+        self.semantic_decoder = DeepLabDecoder(*decoder)
+        self.boundary_decoder = DeepLabDecoder(*decoder)
         self.semantic_head = SemanticHead(width, width, num_classes)
         self.boundary_head = BoundaryHead(width, num_classes, width, distances)
         self.costs = AffineCosts(distances)
@@ -80,6 +83,7 @@ class SemanticBoundaryNet(nn.Module):
             aspp_rates=model_cfg.aspp_rates,
             decoder_channels=model_cfg.decoder_channels,
             aspp_pool_size=model_cfg.aspp_pool_size,
+            aspp_dropout=model_cfg.aspp_dropout,
             weights_path=model_cfg.backbone_weights,
         )
 

@@ -94,6 +94,8 @@ class ModelConfig:
     decoder_channels: int = 256
     size_divisibility: int = 32
     sync_bn: bool = False
+    aspp_dropout: float = 0.1
+    """Dropout on both decoders' ASPP outputs in train mode (the paper's ASPP_DROPOUT)."""
 
 
 @dataclass
@@ -152,6 +154,9 @@ class TrainConfig:
 
     ``batch_size`` is the global batch: images per optimizer step summed over all processes and
     accumulation steps, so a recipe means the same training whatever the number of GPUs.
+    The defaults are the paper's pretraining: fp32 (``amp`` false), a linear warm-up over 1000
+    steps from ``warmup_factor`` 0.001 of the rate (detectron2's WarmupPolyLR; null: ours,
+    ``(step + 1) / warmup_iters``), then polynomial decay.
     """
 
     iterations: int = 50000
@@ -160,10 +165,11 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
-    warmup_iters: int = 500
+    warmup_iters: int = 1000
+    warmup_factor: float | None = 0.001
     poly_power: float = 0.9
     grad_accum: int = 1
-    amp: bool = True
+    amp: bool = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     compile: bool = False
     checkpoint_every: int = 1000
@@ -630,6 +636,13 @@ def _check_training_data(recipe: Recipe) -> None:
     for key, value in sizes:
         if value is not None and (not value or min(value) < 1):
             raise RecipeError(f"{key}: expected a non-empty list of positive sizes, got {value}")
+    factor = recipe.train.warmup_factor
+    if factor is not None and not 0 < factor <= 1:
+        raise RecipeError(f"train.warmup_factor: expected a number in (0, 1] or null, got {factor}")
+    if not 0 <= recipe.model.aspp_dropout < 1:
+        raise RecipeError(
+            f"model.aspp_dropout: expected a number in [0, 1), got {recipe.model.aspp_dropout}"
+        )
     if recipe.data.max_size < 1:
         raise RecipeError(f"data.max_size: expected a positive size, got {recipe.data.max_size}")
     if recipe.loss.crowd_weight < 0:

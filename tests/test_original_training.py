@@ -219,3 +219,56 @@ def test_top_k_over_valid_positions_differs_on_the_capture() -> None:
     )
     d = _distances()[-1]
     assert abs(0.25 * ours.item() - float(ref[f"loss_affinities_dist_{d}_c_0"])) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2: the paper's pretraining settings in the paper recipes (no fixture needed).
+
+
+@pytest.mark.parametrize("name", ["cityscapes-r50", "coco-r50"])
+def test_paper_recipes_carry_the_original_pretraining_settings(name: str) -> None:
+    recipe = load_recipe(name)
+    loss, data, train = recipe.loss, recipe.data, recipe.train
+    assert (loss.top_k_over, loss.crowd_weight, loss.small_instance_area_in) == ("all", 1.0, "crop")
+    assert (data.scale, data.crop) == ("shortest_edge", "clip")
+    assert (train.amp, train.warmup_iters, train.warmup_factor) == (False, 1000, 0.001)
+    assert recipe.model.aspp_dropout == 0.1
+    # Cityscapes: per-GPU BatchNorm (NORM "BN"); COCO's pretraining uses SyncBN.
+    assert recipe.model.sync_bn is (name == "coco-r50")
+    if name == "cityscapes-r50":
+        assert len(data.shortest_edges) == 16 and data.shortest_edges[::15] == [512, 2048]
+        assert data.max_size == 4096 and recipe.finetune.shortest_edges is None
+    else:
+        assert data.shortest_edges == list(range(320, 961, 64)) and data.max_size == 960
+        assert recipe.finetune.shortest_edges == list(range(448, 769, 64))
+
+
+def test_warm_up_from_a_factor_is_detectron2s_linear_warm_up() -> None:
+    from cops.training.schedule import warmup_poly_factor
+
+    assert warmup_poly_factor(0, 100, 10, 0.0, factor=0.001) == pytest.approx(0.001)
+    assert warmup_poly_factor(5, 100, 10, 0.0, factor=0.001) == pytest.approx(0.0005 + 0.5)
+    assert warmup_poly_factor(10, 100, 10, 0.0, factor=0.001) == 1.0
+    assert warmup_poly_factor(50, 100, 10, 0.9, factor=0.001) == pytest.approx(0.5**0.9)
+    assert warmup_poly_factor(0, 100, 10, 0.0) == pytest.approx(0.1)  # ours: (step + 1) / 10
+
+
+def test_aspp_dropout_acts_in_train_mode_only() -> None:
+    from cops.models.decoder import ASPP
+
+    torch.manual_seed(0)
+    aspp = ASPP(8, 16, [1, 2], None, dropout=0.1)
+    x = torch.randn(2, 8, 6, 6)
+    aspp.eval()
+    assert torch.equal(aspp(x), aspp(x))
+    aspp.train()
+    for parameter in aspp.parameters():  # frozen (no gradient) but in train mode: still drops
+        parameter.requires_grad_(False)
+    dropped = aspp(x)
+    aspp.dropout = 0.0
+    kept = aspp(x)
+    live = kept != 0
+    zeroed = (dropped[live] == 0).float().mean().item()
+    assert 0.05 < zeroed < 0.2
+    survivors = live & (dropped != 0)
+    torch.testing.assert_close(dropped[survivors], kept[survivors] / 0.9)

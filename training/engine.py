@@ -272,7 +272,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.groups = describe_groups(self.model, self.optimizer)
         self.scheduler = build_scheduler(
-            self.optimizer, cfg.iterations, cfg.warmup_iters, cfg.poly_power
+            self.optimizer, cfg.iterations, cfg.warmup_iters, cfg.poly_power, cfg.warmup_factor
         )
         self.amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "float16" else torch.bfloat16

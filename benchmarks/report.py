@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from cops.console import counts_table
-from cops.files import atomic_write_json
+from cops.files import atomic_write_json, check_writable
 
 
 @dataclass
@@ -53,6 +53,19 @@ def environment(device: Any = None) -> dict[str, Any]:
     if device is not None and torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+class ResultsFile:
+    """Where ``--json`` writes the figures, checked writable when made: before the benchmark
+    runs, not after minutes of it (a folder in the way, a read-only folder)."""
+
+    def __init__(self, path: Path) -> None:
+        check_writable(path)
+        self.path = Path(path)
+
+    def write(self, results: list[BenchResult]) -> None:
+        """Write `results` (see :func:`write_results`)."""
+        write_results(self.path, results)
 
 
 def write_results(path: Path, results: list[BenchResult]) -> None:

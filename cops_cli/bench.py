@@ -7,7 +7,7 @@ Wiring only: each subcommand calls one function of :mod:`cops.benchmarks` and re
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,16 +62,18 @@ EffortsOpt = Annotated[
 ]
 
 
-def _report(results: Iterable[BenchResult], json_path: Path | None) -> None:
-    """Print each result's table as it comes; then write them all to `json_path` when given."""
-    from cops.benchmarks.report import write_results
+def _report(measure: Callable[[], Iterable[BenchResult]], json_path: Path | None) -> None:
+    """Run `measure`, printing each result's table as it comes; then write them all to
+    `json_path` when given, a path checked writable before `measure` starts."""
+    from cops.benchmarks.report import ResultsFile
 
+    target = ResultsFile(json_path) if json_path is not None else None
     done = []
-    for result in results:
+    for result in measure():
         print_table(result.table())
         done.append(result)
-    if json_path is not None:
-        write_results(json_path, done)
+    if target is not None:
+        target.write(done)
         if not state.quiet:
             console.print(f"Wrote {json_path}")
 
@@ -118,17 +120,16 @@ def solver(
         noise = [float(s) for s in sigmas.split(",") if s.strip()]
     except ValueError as exc:
         raise CopsError(f"--sigmas '{sigmas}': expected comma-separated numbers") from exc
-    result = bench.run(
-        _choices(family, "--family", bench.FAMILIES),
-        _sizes(sizes),
-        _choices(backends, "--backends", ("cpu", "cuda")) if backends else None,
-        repeats,
-        seed,
-        noise,
-        _choices(efforts, "--efforts", bench.EFFORTS),
-        gap_instances=gap,
+    families = _choices(family, "--family", bench.FAMILIES)
+    grids = _sizes(sizes)
+    devices = _choices(backends, "--backends", ("cpu", "cuda")) if backends else None
+    chosen = _choices(efforts, "--efforts", bench.EFFORTS)
+    _report(
+        lambda: [
+            bench.run(families, grids, devices, repeats, seed, noise, chosen, gap_instances=gap)
+        ],
+        json,
     )
-    _report([result], json)
 
 
 @app.command("predict")
@@ -150,8 +151,8 @@ def predict(
     """
     from cops.benchmarks.predict import run
 
-    result = run(checkpoint, recipe, height, width, images, batch, device, check_backend(backend))
-    _report([result], json)
+    backend = check_backend(backend)
+    _report(lambda: [run(checkpoint, recipe, height, width, images, batch, device, backend)], json)
 
 
 @app.command("train")
@@ -169,7 +170,7 @@ def train(
     """Pretraining images/s of the real engine on random batches of the recipe's crop size."""
     from cops.benchmarks.train import run
 
-    _report([run(recipe, batch, steps, classes, device, set_ or [])], json)
+    _report(lambda: [run(recipe, batch, steps, classes, device, set_ or [])], json)
 
 
 @app.command("finetune")
@@ -194,7 +195,7 @@ def finetune(
     """Seconds per finetune-pq iteration split into CNN, forward solve, loss and backward solves."""
     from cops.benchmarks.finetune import run
 
-    _report([run(recipe, weights, data, steps, batch, device, set_ or [])], json)
+    _report(lambda: [run(recipe, weights, data, steps, batch, device, set_ or [])], json)
 
 
 def _file_bench(name: str, height: int, width: int, summary: str) -> None:
@@ -210,7 +211,7 @@ def _file_bench(name: str, height: int, width: int, summary: str) -> None:
         json: JsonOpt = None,
     ) -> None:
         run = importlib.import_module(f"cops.benchmarks.{name}").run
-        _report([run(images, height, width, workers, repeats)], json)
+        _report(lambda: [run(images, height, width, workers, repeats)], json)
 
     command.__doc__ = summary
     app.command(name)(command)
@@ -238,4 +239,4 @@ def all_(
     """
     from cops.benchmarks.suite import run_all
 
-    _report(run_all(device, quick), json)
+    _report(lambda: run_all(device, quick), json)

@@ -55,8 +55,20 @@ NprocOpt = Annotated[
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
 ]
+
+
+def _check_seed(value: int | None) -> int | None:
+    """A --seed within what every generator accepts (a larger one overflows torch's)."""
+    from cops.recipes.schema import MAX_SEED
+
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise CopsError(f"--seed {value}: expected a non-negative integer (at most 2**63 - 1)")
+    return value
+
+
 SeedOpt = Annotated[
-    int | None, typer.Option("--seed", min=0, help="Random seed (overrides the recipe's seed).")
+    int | None,
+    typer.Option("--seed", callback=_check_seed, help="Random seed (overrides the recipe's seed)."),
 ]
 WeightsOpt = Annotated[
     Path | None,

@@ -47,4 +47,7 @@ _OS_HINTS = {
     errno.EDQUOT: " (disk quota exceeded; free some space and run the command again)",
     errno.ENOTDIR: " (a part of this path is a file, not a folder)",
     errno.EEXIST: " (a file is there, not a folder)",
+    errno.EISDIR: " (a folder is there, not a file; give a file name)",
+    errno.EACCES: " (no permission; check the file's and its folder's permissions)",
+    errno.EROFS: " (a read-only file system; choose another place)",
 }

@@ -7,6 +7,7 @@ disk, give it the mode a plain ``open()`` would (the umask applies), then rename
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -26,10 +27,41 @@ def umask() -> int:
 
 
 def _named(exc: OSError, path: Path) -> OSError:
-    """`exc` with `path` as its file name when it has none (a failed write names no file)."""
-    if exc.filename is not None or exc.errno is None:
+    """`exc` naming `path`, the target, where it names no file (a failed write) or the hidden
+    temporary beside it (a rename onto a folder, a read-only folder): users never saw that name."""
+    if exc.errno is None:
+        return exc
+    if exc.filename is not None and not _is_temporary_of(Path(exc.filename), path):
         return exc
     return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+def _is_temporary_of(name: Path, path: Path) -> bool:
+    """Whether `name` is one of the hidden temporaries :func:`_temporary` makes for `path`."""
+    return (
+        name.parent == path.parent
+        and name.name.startswith(f".{path.name}.")
+        and name.name.endswith(".tmp")
+    )
+
+
+def _refuse_folder(path: Path) -> None:
+    """An ``IsADirectoryError`` naming `path` when a folder is where the file should go, before
+    anything is written (else the content is written in full and only the rename fails)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, naming `path`, if a file could not be written there later (a folder in its
+    place, a read-only or missing-permission folder): for results that come after long work.
+
+    Creates the parent folders as writing would, and removes the probe file it writes.
+    """
+    path = Path(path)
+    with _temporary(path) as (_, tmp):
+        pass
+    tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -37,6 +69,7 @@ def _temporary(path: Path) -> Iterator[tuple[IO[bytes], Path]]:
     """A hidden temporary file beside `path`, complete on disk and with `path`'s future mode
     when the block ends; removed if the block (or that final flush) fails."""
     try:
+        _refuse_folder(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

@@ -25,6 +25,8 @@ import yaml
 from cops.errors import RecipeError
 
 BASE_KEY = "_base_"
+MAX_SEED = 2**63 - 1
+"""The largest seed torch, numpy and Python's generators all accept."""
 
 
 @dataclass
@@ -529,7 +531,7 @@ def recipe_name(name_or_path: str) -> str:
 def _check_values(recipe: Recipe) -> None:
     """Range checks that types alone cannot express."""
     checks = [
-        (recipe.seed >= 0, "seed", "a non-negative integer"),
+        (0 <= recipe.seed <= MAX_SEED, "seed", "a non-negative integer (at most 2**63 - 1)"),
         (
             len(recipe.data.crop_size) == 2 and min(recipe.data.crop_size) > 0,
             "data.crop_size",
@@ -542,9 +544,12 @@ def _check_values(recipe: Recipe) -> None:
             "[min, max] with 0 < min <= max",
         ),
         (
-            len(recipe.model.edge_distances) > 0 and min(recipe.model.edge_distances) > 0,
+            len(recipe.model.edge_distances) > 0
+            and min(recipe.model.edge_distances) > 0
+            and len(set(recipe.model.edge_distances)) == len(recipe.model.edge_distances),
             "model.edge_distances",
-            "a non-empty list of positive integers",
+            "a non-empty list of distinct positive integers "
+            f"(got {recipe.model.edge_distances}; each distance is one set of boundary maps)",
         ),
         (
             recipe.model.aspp_pool_size is None
@@ -624,6 +629,19 @@ def _check_values(recipe: Recipe) -> None:
             raise RecipeError(f"{key}: expected {expected}")
     _check_distances_fit_crop(recipe)
     _check_training_data(recipe)
+    _check_param_groups(recipe)
+
+
+def _check_param_groups(recipe: Recipe) -> None:
+    """Every learning-rate group names at least one module: an empty one would hold no
+    parameter and vanish silently from the optimizer."""
+    for section in ("train", "finetune"):
+        for i, group in enumerate(getattr(recipe, section).param_groups):
+            if not group.modules:
+                raise RecipeError(
+                    f"{section}.param_groups[{i}].modules: expected a non-empty list of module "
+                    f"names (group '{group.name}' has none, so it would hold no parameter)"
+                )
 
 
 def _check_training_data(recipe: Recipe) -> None:

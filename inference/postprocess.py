@@ -2,7 +2,8 @@
 
 Rules (DESIGN §5, §7):
 
-- Segments: one per stuff class present (all its components together), one per thing component.
+- Segments: one per stuff class present (all its components together), one per thing component:
+  the solver's segment rule (``cops.solver.segments``), the one the training layer uses.
 - Upsampling: output pixel ``(y, x)`` of an ``H × W`` image whose network input was ``H' × W'``
   (``H' = H`` unless a test size was used) lies at input row ``⌊(y + ½)·H'/H⌋`` (pixel-centre
   convention, as the resizing transforms) and takes the node of the stride cell holding it,
@@ -11,16 +12,19 @@ Rules (DESIGN §5, §7):
   ``[4i, 4i+4) × [4j, 4j+4)``.
 - Minimum area: a segment is kept when its area *in output pixels* (after upsampling, i.e. at the
   original image size) is at least ``thing_min_area`` / ``stuff_min_area``; smaller ones become
-  void (id 0, semantic 255). Areas are computed exactly from the per-node pixel counts of the
+  void (id 0; semantic 255 unless ``semantic_from="nodes"``, the original's ``sem_seg``, which
+  keeps every node's class). Areas are computed exactly from the per-node pixel counts of the
   upsampling, so they equal the pixel counts of the final map.
 - Ids are renumbered 1..S (stuff classes in class order, then thing components); ``bbox`` is COCO
   ``[x, y, w, h]`` of the final map.
-- Score of a thing instance (its confidence for mask AP): with ``b`` the mean boundary probability
-  of the grid edges crossing its border (one end inside the solver's segment, one outside) and
-  ``i`` the mean over edges with both ends inside, ``score = (1 + b − i) / 2`` — a linear map of
-  the contrast ``b − i ∈ [−1, 1]`` onto ``[0, 1]``: 1 for a crisp instance (border certain, inside
-  clean), ½ when the border is no stronger than the inside. A mean over no edges counts as ½
-  (no evidence). Stuff segments score 1.0.
+- Score of a thing instance (its confidence for mask AP): ``instance_score="paper"`` is the
+  original's (:mod:`cops.inference.instance_score`); ours, ``contrast``: with ``b`` the mean
+  boundary probability of the grid edges crossing its border (one end inside the solver's
+  segment, one outside) and ``i`` the mean over edges with both ends inside,
+  ``score = (1 + b − i) / 2`` — a linear map of the contrast ``b − i ∈ [−1, 1]`` onto
+  ``[0, 1]``: 1 for a crisp instance (border certain, inside clean), ½ when the border is no
+  stronger than the inside. A mean over no edges counts as ½ (no evidence). Stuff segments
+  score 1.0.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from cops.inference.instance_score import paper_instance_scores
 from cops.inference.result import PanopticPrediction
-from cops.solver import edge_maps_to_costs, grid_graph
+from cops.solver import edge_maps_to_costs, grid_graph, segments_from_solution
 
 VOID_SEMANTIC = 255
 NO_EVIDENCE = 0.5
@@ -82,30 +88,19 @@ def _pixel_ranges(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]
     return np.searchsorted(nodes, index, "left"), np.searchsorted(nodes, index, "right") - 1
 
 
-def postprocess(
+def _check_inputs(
+    prob: np.ndarray,
     labels: Any,
     components: Any,
-    boundary_prob: Any,
-    *,
-    edge_distances: Sequence[int],
     isthing: Sequence[bool],
     category_ids: Sequence[int],
-    thing_min_area: int,
-    stuff_min_area: int,
     output_size: tuple[int, int],
-    input_size: tuple[int, int] | None = None,
-    stride: int = 4,
-    edges: np.ndarray | None = None,
-) -> PanopticPrediction:
-    """The panoptic prediction of one image from its AMWC solution (rules: module doc).
-
-    ``labels`` / ``components`` [h*w]: class and component per node of the valid stride grid
-    (``h = ⌈H'/stride⌉``, ``w = ⌈W'/stride⌉`` for the network input size ``input_size`` =
-    ``(H', W')``, default ``output_size``); ``boundary_prob`` [2D, h, w]; ``output_size`` =
-    ``(H, W)`` of the original image. ``edges`` may pass a precomputed ``grid_graph(h, w, d)``.
-    Returns ids, segments and semantic map at ``(H, W)``; ``timings`` is left empty.
-    """
-    prob = np.asarray(boundary_prob, dtype=np.float32)
+    input_size: tuple[int, int] | None,
+    edge_distances: Sequence[int],
+    stride: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Validate one image's inputs; return labels and components [h*w], thing flags and category
+    ids [K], and the sizes (H, W, H', W') of the output and the network input."""
     if prob.ndim != 3 or prob.shape[0] != 2 * len(edge_distances):
         raise ValueError(
             f"boundary_prob: expected shape [{2 * len(edge_distances)}, h, w], got {prob.shape}"
@@ -133,14 +128,115 @@ def postprocess(
         )
     if lab.min() < 0 or lab.max() >= k:
         raise ValueError(f"labels: classes must lie in [0, {k}), got [{lab.min()}, {lab.max()}]")
+    return lab, comp, thing, cats, (out_h, out_w, in_h, in_w)
 
-    # Solver segments: stuff by class, things by (component, class); sorted stuff first.
-    key = np.where(thing[lab], k + comp * k + lab, lab)
-    _, segment = np.unique(key, return_inverse=True)
-    segment = segment.ravel()
-    count = int(segment.max()) + 1
-    seg_class = np.zeros(count, dtype=np.int64)
-    seg_class[segment] = lab
+
+def solver_segments(
+    labels: np.ndarray, components: np.ndarray, thing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment index per node [N] and class per segment [S] by the solver's segment rule
+    (``cops.solver.segments``, shared with the training layer)."""
+    segment, classes, _ = segments_from_solution(
+        torch.from_numpy(labels).reshape(1, -1),
+        torch.from_numpy(components).reshape(1, -1),
+        torch.from_numpy(thing),
+    )
+    return segment[0].numpy(), classes[0].numpy()
+
+
+def _boxes(
+    segment: np.ndarray,
+    covered: np.ndarray,
+    count: int,
+    grid: tuple[int, int],
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` per segment [S, 4] from the extreme covered nodes of each segment.
+
+    ``covered`` [h*w] marks the nodes to count; ``rows`` / ``cols`` map output pixels to nodes.
+    """
+    h, w = grid
+    seg_cov = segment[covered]
+    node_row, node_col = np.divmod(np.flatnonzero(covered), w)
+    lo_row = np.full(count, h, dtype=np.int64)
+    hi_row = np.full(count, -1, dtype=np.int64)
+    lo_col = np.full(count, w, dtype=np.int64)
+    hi_col = np.full(count, -1, dtype=np.int64)
+    np.minimum.at(lo_row, seg_cov, node_row)
+    np.maximum.at(hi_row, seg_cov, node_row)
+    np.minimum.at(lo_col, seg_cov, node_col)
+    np.maximum.at(hi_col, seg_cov, node_col)
+    first_y, last_y = _pixel_ranges(rows, h)
+    first_x, last_x = _pixel_ranges(cols, w)
+    x0, y0 = first_x[lo_col.clip(0, w - 1)], first_y[lo_row.clip(0, h - 1)]
+    x1, y1 = last_x[hi_col.clip(0, w - 1)], last_y[hi_row.clip(0, h - 1)]
+    return np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1)
+
+
+def _scores(
+    kind: str,
+    solution: tuple[np.ndarray, np.ndarray, np.ndarray],
+    prob: np.ndarray,
+    logits: tuple[np.ndarray, np.ndarray] | None,
+    edges: np.ndarray,
+    edge_distances: Sequence[int],
+    input_size: tuple[int, int],
+    stride: int,
+) -> np.ndarray:
+    """Instance scores of every segment: ``contrast`` (ours, module doc) or ``paper`` (the
+    original's, :mod:`cops.inference.instance_score`, from ``logits``) for the segments flagged in
+    ``solution = (segment, seg_class, scored)``."""
+    segment, seg_class, scored = solution
+    if kind == "contrast":
+        return instance_scores(segment, prob, edges, edge_distances)
+    if kind != "paper":
+        raise ValueError(f"instance_score: expected 'paper' or 'contrast', got {kind!r}")
+    if logits is None:
+        raise ValueError("instance_score 'paper' needs the semantic and boundary logits")
+    return paper_instance_scores(
+        segment, seg_class, scored, *logits, edges, edge_distances, input_size, stride
+    )
+
+
+def postprocess(
+    labels: Any,
+    components: Any,
+    boundary_prob: Any,
+    *,
+    edge_distances: Sequence[int],
+    isthing: Sequence[bool],
+    category_ids: Sequence[int],
+    thing_min_area: int,
+    stuff_min_area: int,
+    output_size: tuple[int, int],
+    input_size: tuple[int, int] | None = None,
+    stride: int = 4,
+    edges: np.ndarray | None = None,
+    semantic_from: str = "segments",
+    instance_score: str = "contrast",
+    logits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PanopticPrediction:
+    """The panoptic prediction of one image from its AMWC solution (rules: module doc).
+
+    ``labels`` / ``components`` [h*w]: class and component per node of the valid stride grid
+    (``h = ⌈H'/stride⌉``, ``w = ⌈W'/stride⌉`` for the network input size ``input_size`` =
+    ``(H', W')``, default ``output_size``); ``boundary_prob`` [2D, h, w]; ``output_size`` =
+    ``(H, W)`` of the original image. ``edges`` may pass a precomputed ``grid_graph(h, w, d)``.
+    ``semantic_from``: ``nodes`` takes the semantic map from every node's label (the original's
+    ``sem_seg``, before small segments are dropped), ``segments`` from the kept segments only.
+    ``instance_score``: ``contrast`` or ``paper`` (needs ``logits``: semantic [K, h, w] and
+    boundary [2D, h, w]). Returns ids, segments and semantic map at ``(H, W)``; ``timings`` is
+    left empty.
+    """
+    prob = np.asarray(boundary_prob, dtype=np.float32)
+    lab, comp, thing, cats, (out_h, out_w, in_h, in_w) = _check_inputs(
+        prob, labels, components, isthing, category_ids, output_size, input_size,
+        edge_distances, stride,
+    )  # fmt: skip
+    h, w = prob.shape[1:]
+    segment, seg_class = solver_segments(lab, comp, thing)
+    count = seg_class.size
     seg_thing = thing[seg_class]
 
     # Exact output-pixel area of every node, hence of every segment.
@@ -155,40 +251,25 @@ def postprocess(
 
     node_ids = new_id[segment].reshape(h, w)
     ids = node_ids[rows][:, cols]
-    node_sem = np.where(node_ids > 0, lab.reshape(h, w), VOID_SEMANTIC).astype(np.uint8)
+    labelled = (node_ids > 0) | (semantic_from == "nodes")
+    node_sem = np.where(labelled, lab.reshape(h, w), VOID_SEMANTIC).astype(np.uint8)
     semantic = node_sem[rows][:, cols]
-
-    # Bounding boxes from the extreme covered nodes of each kept segment.
-    covered = (node_area > 0) & keep[segment]
-    seg_cov = segment[covered]
-    node_row, node_col = np.divmod(np.flatnonzero(covered), w)
-    lo_row = np.full(count, h, dtype=np.int64)
-    hi_row = np.full(count, -1, dtype=np.int64)
-    lo_col = np.full(count, w, dtype=np.int64)
-    hi_col = np.full(count, -1, dtype=np.int64)
-    np.minimum.at(lo_row, seg_cov, node_row)
-    np.maximum.at(hi_row, seg_cov, node_row)
-    np.minimum.at(lo_col, seg_cov, node_col)
-    np.maximum.at(hi_col, seg_cov, node_col)
-    first_y, last_y = _pixel_ranges(rows, h)
-    first_x, last_x = _pixel_ranges(cols, w)
-
+    boxes = _boxes(segment, (node_area > 0) & keep[segment], count, (h, w), rows, cols)
     if edges is None:
         edges = grid_graph(h, w, edge_distances)
-    score = instance_scores(segment, prob, edges, edge_distances)
-
-    segments = []
-    for s in np.flatnonzero(keep):
-        x0, y0 = int(first_x[lo_col[s]]), int(first_y[lo_row[s]])
-        x1, y1 = int(last_x[hi_col[s]]), int(last_y[hi_row[s]])
-        segments.append(
-            {
-                "id": int(new_id[s]),
-                "category_id": int(cats[seg_class[s]]),
-                "isthing": bool(seg_thing[s]),
-                "area": int(area[s]),
-                "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
-                "score": float(score[s]) if seg_thing[s] else 1.0,
-            }
-        )
+    solution = (segment, seg_class, keep & seg_thing)
+    score = _scores(
+        instance_score, solution, prob, logits, edges, edge_distances, (in_h, in_w), stride
+    )
+    segments = [
+        {
+            "id": int(new_id[s]),
+            "category_id": int(cats[seg_class[s]]),
+            "isthing": bool(seg_thing[s]),
+            "area": int(area[s]),
+            "bbox": [int(v) for v in boxes[s]],
+            "score": float(score[s]) if seg_thing[s] else 1.0,
+        }
+        for s in np.flatnonzero(keep)
+    ]
     return PanopticPrediction(ids=ids, segments=segments, semantic=semantic)

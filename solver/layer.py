@@ -1,10 +1,10 @@
 """Differentiable AMWC layer: panoptic segments out of the solver, perturbation gradients back in.
 
 Forward: every image's AMWC instance is solved (``solve_amwc_batch``; on CUDA tensors the GPU
-solver when numba can use it) and turned into segments: ONE segment per stuff class present (all
-of its connected components together) and one per thing component. Segments are ordered stuff
-first (by class id), then thing components (by component id); ``masks[b, n, s]`` is 1 where node
-``n`` belongs to segment ``s``.
+solver when numba can use it) and turned into segments by the one segment rule of
+``cops.solver.segments``: ONE segment per stuff class present (all of its connected components
+together) and one per thing component; stuff first by class id, then thing components.
+``masks[b, n, s]`` is 1 where node ``n`` belongs to segment ``s``.
 
 Backward (black-box differentiation of a combinatorial solver, DESIGN §6). With ``g = dL/dmasks``
 and, per image, ``F`` = classes without a predicted segment and ``S`` = its segments, every sample
@@ -52,6 +52,7 @@ from torch import Tensor
 
 from cops.solver.api import resolve_backend, solve_amwc, solve_amwc_batch
 from cops.solver.checks import validate_local_search
+from cops.solver.segments import segments_from_solution
 
 TIE_PIN = 1e-5
 """Relative cost bonus of a node's own segment label in the backward MWC (module doc)."""
@@ -88,33 +89,6 @@ class _Options:
     backend: str
     generator: torch.Generator | None
     local_search: str = "fast"
-
-
-def segments_from_solution(
-    labels: Tensor, components: Tensor, partitionable: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Segment index per node [B, N], class per segment [B, S] (-1 pad) and counts [B].
-
-    One segment per stuff class present, one per thing component; stuff segments come first in
-    class order, then thing components in component order.
-    """
-    b, n = labels.shape
-    k = partitionable.shape[0]
-    thing = partitionable.to(labels.device)[labels]
-    span = k + n  # keys of one image: classes 0..K-1, thing components K..K+N-1
-    key = torch.where(thing, k + components, labels)
-    key = key + span * torch.arange(b, device=labels.device).unsqueeze(1)
-    uniq, inverse = torch.unique(key.reshape(-1), return_inverse=True)
-    image = torch.div(uniq, span, rounding_mode="floor")
-    counts = torch.bincount(image, minlength=b)
-    starts = torch.cumsum(counts, 0) - counts
-    segments = inverse.reshape(b, n) - starts.unsqueeze(1)
-    seg_class = torch.empty_like(uniq)
-    seg_class[inverse] = labels.reshape(-1)
-    s_max = int(counts.max()) if b else 0
-    classes = torch.full((b, s_max), -1, dtype=torch.long, device=labels.device)
-    classes[image, torch.arange(uniq.numel(), device=labels.device) - starts[image]] = seg_class
-    return segments, classes, counts
 
 
 def _check_inputs(

@@ -268,6 +268,13 @@ class EvalConfig:
     """[shortest, longest]: resize each test image so its shorter side is `shortest` and its
     longer side at most `longest` (the original's ResizeShortestEdge; COCO [640, 640]); null keeps
     the input size. ``test_size`` (one fixed size) takes precedence."""
+    semantic: Literal["nodes", "segments"] = "nodes"
+    """Where mIoU's semantic map comes from: every node's solver label, before small segments
+    are dropped (``nodes``, the original's ``sem_seg``), or the kept segments only (void
+    elsewhere)."""
+    instance_score: Literal["paper", "contrast"] = "paper"
+    """Mask-AP confidence of an instance: the original's (mean semantic logit of its class in the
+    mask plus, per distance, mean(logit·cut) − mean(logit·join)) or ours (boundary contrast)."""
 
 
 @dataclass

@@ -272,3 +272,98 @@ def test_aspp_dropout_acts_in_train_mode_only() -> None:
     assert 0.05 < zeroed < 0.2
     survivors = live & (dropped != 0)
     torch.testing.assert_close(dropped[survivors], kept[survivors] / 0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 4: inference (README "Using it" item 6): from the same costs and the recorded AMWC
+# solution, the original's sem_seg, panoptic map and instances (labels, boxes, scores).
+
+
+def _original_panoptic_map(pred: object) -> np.ndarray:
+    """Our prediction in the original's numbering: stuff class·1000, thing class·1000 + k (k
+    from 0 per class in our id order, i.e. by solver component), void -1."""
+    out = np.full(pred.ids.shape, -1, dtype=np.int64)
+    count: dict[int, int] = {}
+    for seg in sorted(pred.segments, key=lambda s: s["id"]):
+        cls = seg["category_id"]
+        k = count.get(cls, 0) if seg["isthing"] else 0
+        count[cls] = k + 1
+        out[pred.ids == seg["id"]] = cls * 1000 + k
+    return out
+
+
+@pytest.mark.parametrize("image", [0, 1])
+def test_inference_outputs_equal_the_originals(image: int) -> None:
+    from cops.inference.instance_score import logits_from_costs
+    from cops.inference.postprocess import postprocess
+
+    calls, logits, ref = (
+        fixture.arrays(n) for n in ("finetune_solver_calls", "network_outputs", "inference")
+    )
+    recipe = load_recipe("cityscapes-r50")
+    assert (recipe.eval.semantic, recipe.eval.instance_score) == ("nodes", "paper")
+    distances = _distances()
+    semantic = logits["sem_logits"][image]
+    boundary = torch.cat(
+        [_to_source(logits[f"aff_logits_d{d}"][image : image + 1], d)[0] for d in distances]
+    ).numpy()
+    # What a predictor holds: the cost maps of the identity cost scalars (node = -logit).
+    one, zero = [1.0] * len(distances), [0.0] * len(distances)
+    recovered = logits_from_costs(-semantic, -boundary, 1.0, 0.0, one, zero)
+    isthing = calls[f"amwc_img{image}_partitionable"]
+    height, width = ref[f"img{image}_panoptic_seg"].shape
+    pred = postprocess(
+        calls[f"amwc_img{image}_node_label"],
+        calls[f"amwc_img{image}_instance_id"],
+        1.0 / (1.0 + np.exp(-boundary)),
+        edge_distances=distances,
+        isthing=isthing,
+        category_ids=np.arange(isthing.size),
+        thing_min_area=recipe.eval.thing_min_area,
+        stuff_min_area=recipe.eval.stuff_min_area,
+        output_size=(height, width),
+        semantic_from=recipe.eval.semantic,
+        instance_score=recipe.eval.instance_score,
+        logits=recovered,
+    )
+    np.testing.assert_array_equal(pred.semantic, ref[f"img{image}_sem_seg_argmax"])
+    panoptic = _original_panoptic_map(pred)
+    np.testing.assert_array_equal(panoptic, ref[f"img{image}_panoptic_seg"])
+
+    things = [s for s in pred.segments if s["isthing"]]
+    labels = np.array([int(panoptic[pred.ids == s["id"]][0]) for s in things])
+    order = np.argsort(labels)
+    np.testing.assert_array_equal(labels[order], ref[f"img{image}_instance_panoptic_label"])
+    classes = np.array([s["category_id"] for s in things])[order]
+    np.testing.assert_array_equal(classes, ref[f"img{image}_instance_class"])
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (s["bbox"] for s in things)])
+    np.testing.assert_array_equal(boxes[order], ref[f"img{image}_instance_box_xyxy"])
+    scores = np.array([s["score"] for s in things])[order]
+    np.testing.assert_allclose(scores, ref[f"img{image}_instance_score"], rtol=0, atol=1e-5)
+
+
+def test_our_semantic_and_scores_differ_on_the_capture() -> None:
+    """The options matter: ours voids dropped segments' semantics and scores in [0, 1]."""
+    from cops.inference.postprocess import postprocess
+
+    calls, logits, ref = (
+        fixture.arrays(n) for n in ("finetune_solver_calls", "network_outputs", "inference")
+    )
+    distances = _distances()
+    boundary = torch.cat([_to_source(logits[f"aff_logits_d{d}"][:1], d)[0] for d in distances])
+    isthing = calls["amwc_img0_partitionable"]
+    pred = postprocess(
+        calls["amwc_img0_node_label"],
+        calls["amwc_img0_instance_id"],
+        boundary.sigmoid().numpy(),
+        edge_distances=distances,
+        isthing=isthing,
+        category_ids=np.arange(isthing.size),
+        thing_min_area=200,
+        stuff_min_area=2048,
+        output_size=ref["img0_panoptic_seg"].shape,
+    )
+    assert (pred.semantic != ref["img0_sem_seg_argmax"]).any()
+    scores = np.array([s["score"] for s in pred.segments if s["isthing"]])
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert not np.allclose(np.sort(scores), np.sort(ref["img0_instance_score"]), atol=1e-3)

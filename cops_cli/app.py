@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from cops import __version__
 from cops.cli.bench import app as bench_app
+from cops.cli.check_data import check_data
 from cops.cli.evaluate import evaluate
 from cops.cli.export import export
 from cops.cli.finetune_pq import finetune_pq
@@ -34,6 +35,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(prepare_data_app, name="prepare-data")
+app.command("check-data")(check_data)
 app.command("pretrain")(pretrain)
 app.command("finetune-pq")(finetune_pq)
 app.command("evaluate")(evaluate)

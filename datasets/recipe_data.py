@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cops.console import console, split_progress, state
 from cops.datasets.conversion import SplitPaths
+from cops.datasets.data_check import require_clean_index
 from cops.datasets.prepared import PanopticDataset, available_splits
 from cops.errors import DatasetError
 from cops.files import staging_dir
@@ -23,7 +24,8 @@ def ensure_dataset(recipe: Recipe, *, may_generate: bool = True) -> None:
     when `may_generate` (``data.root`` is the recipe's own, not a folder the user gave with
     ``--data``) and the folder does not exist yet. It is generated into a hidden sibling folder
     that is renamed to ``data.root`` once complete, so an interrupted generation leaves nothing
-    that looks like a dataset. Any other missing split is a one-line error naming the file.
+    that looks like a dataset. Any other missing split is a one-line error naming the file, and
+    so is the first error of the JSON checks of ``cops check-data`` (no image is decoded).
     """
     data = recipe.data
     root = Path(data.root)
@@ -34,6 +36,8 @@ def ensure_dataset(recipe: Recipe, *, may_generate: bool = True) -> None:
     missing = [s for s in splits if not SplitPaths(root, s).json.is_file()]
     if missing:
         raise DatasetError(missing_split_message(root, missing[0], data.dataset))
+    for split in splits:
+        require_clean_index(SplitPaths(root, split))
 
 
 def missing_split_message(root: Path, split: str, dataset: str) -> str:

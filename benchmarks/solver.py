@@ -1,8 +1,8 @@
 """AMWC solver benchmark (`cops bench solver`): seconds and objective per local-search effort.
 
-Builds street-scene-like AMWC instances on stride-4 grids (a procedural panoptic map, node costs
-from noisy class scores, edge costs from noisy same/different-segment evidence), or the noisy
-family (pixel noise of σ, unscaled edge costs), and times the solver per backend and
+Takes AMWC instances on the synthetic dataset's street scenes (`cops.datasets.solver_instances`:
+node costs from noisy class scores, edge costs from noisy same/different-segment evidence), or
+the noisy family (pixel noise of σ, unscaled edge costs), and times the solver per backend and
 local-search effort (off = greedy only, fast = the default, full). :func:`gap` instead measures
 how far the CPU solver is from the exact ILP optimum on random tiny instances.
 """
@@ -18,215 +18,21 @@ from typing import Any
 import numpy as np
 
 from cops.benchmarks.report import BenchResult, environment
+from cops.datasets.solver_instances import (
+    DISTANCES,
+    baseline_objective,
+    noisy_instance,
+    random_tiny_instance,
+    street_instance,
+)
 from cops.errors import CopsError
 from cops.memory import check_fits
 from cops.solver.api import cuda_available, solve_amwc
-from cops.solver.graph import grid_graph
 
-NUM_STUFF = 11  # Cityscapes-like train ids 0..10 are stuff (road ... sky)
-NUM_THING = 8  # 11..18 are things (person ... bicycle)
-NUM_CLASSES = NUM_STUFF + NUM_THING
-ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
-PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
-DISTANCES = (1, 4, 16, 32, 64)
 SIZES = ((64, 128), (128, 256), (256, 512))
 FAMILIES = ("street", "noisy")
 NOISE_SIGMAS = (0.5, 1.0, 1.5)
 EFFORTS = ("off", "fast", "full")
-
-
-def _ellipse(mask_shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-    """Boolean mask of an axis-aligned ellipse."""
-    yy, xx = np.ogrid[: mask_shape[0], : mask_shape[1]]
-    return ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2 <= 1.0
-
-
-def _rect(mask_shape: tuple[int, int], y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
-    """Boolean mask of the rectangle [y0, y1) x [x0, x1) (clipped)."""
-    m = np.zeros(mask_shape, bool)
-    m[max(int(y0), 0) : max(int(y1), 0), max(int(x0), 0) : max(int(x1), 0)] = True
-    return m
-
-
-def panoptic_scene(
-    height: int, width: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """A procedural street scene: (class id map, segment id map), both int64 [height, width].
-
-    Stuff pixels get segment id = class id (one segment per stuff class); thing instances get ids
-    from 1000 on. Cars and pedestrians are placed in touching same-class groups, so separating
-    instances needs boundary evidence, not class scores.
-    """
-    h, w = height, width
-    shape = (h, w)
-    cls = np.full(shape, SKY, np.int64)
-    seg = np.full(shape, SKY, np.int64)
-    xs = np.arange(w)
-    horizon = (h * rng.uniform(0.38, 0.5) + h * 0.03 * np.sin(xs / w * rng.uniform(2, 6))).astype(
-        int
-    )
-    below = np.arange(h)[:, None] >= horizon[None, :]
-
-    def paint(mask: np.ndarray, c: int, s: int | None = None) -> None:
-        cls[mask] = c
-        seg[mask] = c if s is None else s
-
-    paint(below, ROAD)
-    for side in (0, 1):  # sidewalks widening towards the bottom
-        slope = rng.uniform(0.6, 1.2)
-        yy = np.arange(h)[:, None] - horizon[None, :]
-        edge = (yy * slope * 0.5).clip(0)
-        xpos = xs[None, :] if side == 0 else (w - 1 - xs)[None, :]
-        paint(below & (xpos < edge * 0.6 + w * 0.04), SIDEWALK)
-    x = 0
-    while x < w:  # facades, walls and trees along the horizon
-        bw = int(rng.uniform(0.08, 0.25) * w)
-        top = int(h * rng.uniform(0.05, 0.3))
-        c = rng.choice([BUILDING, BUILDING, BUILDING, WALL, VEGETATION])
-        m = _rect(shape, top, x, h, x + bw) & ~below
-        paint(m, int(c))
-        x += bw
-    for _ in range(rng.integers(2, 5)):
-        cx = rng.uniform(0, w)
-        paint(
-            _ellipse(shape, h * rng.uniform(0.25, 0.45), cx, h * 0.12, w * 0.06) & ~below,
-            VEGETATION,
-        )
-    for _ in range(rng.integers(1, 3)):
-        cx = rng.uniform(0, w)
-        cy = h * rng.uniform(0.75, 0.95)
-        paint(_ellipse(shape, cy, cx, h * 0.05, w * 0.08) & below, TERRAIN)
-    fence_y = int(h * rng.uniform(0.45, 0.55))
-    paint(_rect(shape, fence_y - h * 0.04, 0, fence_y, w * rng.uniform(0.1, 0.3)), FENCE)
-    for _ in range(rng.integers(2, 5)):
-        px = rng.uniform(0, w)
-        pw = max(1.0, w * 0.006)
-        paint(_rect(shape, h * 0.15, px, h * 0.6, px + pw), POLE)
-        c = SIGN if rng.random() < 0.5 else LIGHT
-        paint(_rect(shape, h * 0.15, px - pw, h * 0.15 + h * 0.04, px + 2 * pw), c)
-
-    inst = 1000
-    # Cars in touching rows on the road, drawn back to front so nearer ones occlude.
-    for _ in range(rng.integers(2, 4)):
-        row_y = h * rng.uniform(0.55, 0.85)
-        size = row_y / h
-        x0 = rng.uniform(0, w * 0.7)
-        for _ in range(rng.integers(1, 4)):
-            cw, ch = w * 0.09 * size * rng.uniform(0.8, 1.3), h * 0.09 * size
-            c = CAR if rng.random() < 0.8 else int(rng.choice([TRUCK, BUS]))
-            body = _rect(shape, row_y - ch, x0, row_y, x0 + cw)
-            roof = _ellipse(shape, row_y - ch, x0 + cw / 2, ch * 0.5, cw * 0.35)
-            paint(body | roof, c, inst)
-            inst += 1
-            x0 += cw * rng.uniform(0.85, 1.0)  # next car touches or overlaps this one
-    # Pedestrians and riders in small touching groups on the sidewalks.
-    for _ in range(rng.integers(2, 5)):
-        gx = rng.choice([rng.uniform(0, w * 0.2), rng.uniform(w * 0.8, w)])
-        gy = h * rng.uniform(0.55, 0.8)
-        for _ in range(rng.integers(1, 4)):
-            ph, pw = h * 0.12 * gy / h, w * 0.012 * gy / h
-            c = PERSON if rng.random() < 0.8 else RIDER
-            paint(_ellipse(shape, gy - ph / 2, gx, ph / 2, pw), c, inst)
-            inst += 1
-            gx += pw * rng.uniform(1.4, 2.0)
-    if rng.random() < 0.7:
-        bx, by = rng.uniform(0, w), h * rng.uniform(0.6, 0.8)
-        c = BICYCLE if rng.random() < 0.6 else MOTORCYCLE
-        paint(_ellipse(shape, by, bx, h * 0.03, w * 0.025), c, inst)
-        inst += 1
-    return cls, seg
-
-
-def _smooth_noise(shape: tuple[int, ...], cell: int, rng: np.random.Generator) -> np.ndarray:
-    """Blocky low-frequency noise (coarse normals upsampled by ``cell``) of the given shape."""
-    h, w = shape[0], shape[1]
-    coarse = rng.normal(size=(-(-h // cell), -(-w // cell), *shape[2:]))
-    return np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:h, :w]
-
-
-def _instance(
-    node_costs: np.ndarray,
-    edges: np.ndarray,
-    edge_costs: np.ndarray,
-    classes: np.ndarray,
-    segments: np.ndarray,
-) -> dict[str, Any]:
-    """An instance as the benchmarks and tests take it; classes from ``NUM_STUFF`` on are things."""
-    thing = np.zeros(NUM_CLASSES, bool)
-    thing[NUM_STUFF:] = True
-    return {
-        "node_costs": node_costs.reshape(-1, NUM_CLASSES),
-        "edges": edges,
-        "edge_costs": edge_costs,
-        "partitionable": thing,
-        "classes": classes,
-        "segments": segments,
-    }
-
-
-def make_instance(
-    height: int,
-    width: int,
-    seed: int = 0,
-    distances: Sequence[int] = DISTANCES,
-    class_scale: float = 4.0,
-    class_noise: float = 1.0,
-    edge_margin: float = 2.0,
-    edge_noise: float = 1.5,
-) -> dict[str, Any]:
-    """A benchmark instance on a ``height x width`` grid with its ground-truth panoptic map.
-
-    Node costs are ``-log softmax(class_scale * onehot + noise)`` (pixel noise plus blocky
-    low-frequency noise, so errors come in blobs). Edge costs are ``(+margin if same segment else
-    -margin) + noise`` scaled by ``1 / (1 + log2 d)`` so long edges, which are many, weigh less.
-    """
-    rng = np.random.default_rng(seed)
-    cls, seg = panoptic_scene(height, width, rng)
-    logits = class_scale * np.eye(NUM_CLASSES)[cls]
-    logits += class_noise * rng.normal(size=logits.shape)
-    logits += class_noise * _smooth_noise(logits.shape, 8, rng)
-    logits -= logits.max(axis=-1, keepdims=True)
-    node_costs = -(logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True)))
-    edges = grid_graph(height, width, distances)
-    flat = seg.ravel()
-    same = flat[edges[:, 0]] == flat[edges[:, 1]]
-    scale = np.concatenate(
-        [
-            np.full(n, 1.0 / (1.0 + np.log2(d)))
-            for d in distances
-            for n in (max(height - d, 0) * width, height * max(width - d, 0))
-        ]
-    )
-    edge_costs = (
-        np.where(same, edge_margin, -edge_margin) + edge_noise * rng.normal(size=len(edges))
-    ) * scale
-    return _instance(node_costs, edges, edge_costs, cls, seg)
-
-
-def noisy_instance(height: int, width: int, seed: int = 0, sigma: float = 1.5) -> dict[str, Any]:
-    """An instance of the noisy family on the same street scenes: pixel noise only, unscaled edges.
-
-    Node costs ``-log softmax(3 * onehot(class) + N(0, sigma^2))``, edge costs ``+-1 + N(0,
-    sigma^2)`` (+1 where the scene says same segment). Much noisier than ``make_instance``, it
-    leaves many small clusters after contraction, where local search has the most to do.
-    """
-    rng = np.random.default_rng(seed)
-    cls, seg = panoptic_scene(height, width, rng)
-    logits = 3.0 * np.eye(NUM_CLASSES)[cls] + sigma * rng.normal(size=(height, width, NUM_CLASSES))
-    logits -= logits.max(axis=-1, keepdims=True)
-    node_costs = -(logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True)))
-    edges = grid_graph(height, width, DISTANCES)
-    flat = seg.ravel()
-    same = flat[edges[:, 0]] == flat[edges[:, 1]]
-    edge_costs = np.where(same, 1.0, -1.0) + sigma * rng.normal(size=len(edges))
-    return _instance(node_costs, edges, edge_costs, cls, seg)
-
-
-def baseline_objective(node_costs: np.ndarray, edges: np.ndarray, edge_costs: np.ndarray) -> float:
-    """Objective of the trivial solution: argmin classes, cut exactly between different classes."""
-    lab = node_costs.argmin(axis=1)
-    cut = lab[edges[:, 0]] != lab[edges[:, 1]]
-    return float(node_costs.min(axis=1).sum() + edge_costs[cut].sum())
 
 
 def _time_efforts(
@@ -296,7 +102,7 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Time the solver on one instance family; one row per (noise, size, backend).
 
-    ``family``: "street" (``make_instance``) or "noisy" (``noisy_instance``, once per σ in
+    ``family``: "street" (``street_instance``) or "noisy" (``noisy_instance``, once per σ in
     ``sigmas``). Every row holds, for each local-search effort in ``efforts`` ("off" = greedy
     only, "fast" = the default, "full"), the median and least seconds and the objective
     (``seconds_<effort>``, ``seconds_min_<effort>``, ``objective_<effort>``), plus the trivial
@@ -308,7 +114,7 @@ def measure(
     for sigma in sigmas if family == "noisy" else (None,):
         for h, w in sizes:
             inst = (
-                make_instance(h, w, seed=seed)
+                street_instance(h, w, seed=seed)
                 if sigma is None
                 else noisy_instance(h, w, seed, sigma)
             )
@@ -317,7 +123,7 @@ def measure(
                 "size": f"{h}x{w}",
                 "nodes": h * w,
                 "edges": len(inst["edges"]),
-                "classes": NUM_CLASSES,
+                "classes": int(inst["partitionable"].size),
                 "distances": list(DISTANCES),
                 "seed": seed,
                 "repeats": repeats,
@@ -341,21 +147,6 @@ def measure(
                     row["fast_over_off"] = round(row["seconds_fast"] / row["seconds_off"], 3)
                 rows.append(row)
     return rows
-
-
-def random_tiny_instance(
-    rng: np.random.Generator, height: int = 3, width: int = 4
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Random tiny AMWC instance: distances 1, 2; 4 classes of which 2 partitionable.
-
-    Node costs ``-log softmax`` of N(0, 1.5^2) logits; edge costs N(0.5, 1) (mostly favouring
-    joins, as within-segment pairs dominate in images; negative about 30 % of the time).
-    """
-    logits = rng.normal(0.0, 1.5, size=(height * width, 4))
-    node_costs = -(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
-    edges = grid_graph(height, width, (1, 2))
-    edge_costs = rng.normal(0.5, 1.0, size=len(edges))
-    return node_costs, edges, edge_costs, np.array([False, False, True, True])
 
 
 def run_gap(count: int, seed: int) -> dict[str, float]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cops.solver.api as api
-from cops.benchmarks.solver import make_instance
+from cops.datasets.solver_instances import street_instance
 from cops.solver import (
     AMWCResult,
     amwc_objective,
@@ -120,7 +120,7 @@ def test_torch_in_torch_out(inst):
 
 
 def test_batch_equals_per_image():
-    insts = [make_instance(24, 40, seed=s) for s in range(3)]
+    insts = [street_instance(24, 40, seed=s) for s in range(3)]
     edges = insts[0]["edges"]
     part = insts[0]["partitionable"]
     c = np.stack([i["node_costs"] for i in insts])

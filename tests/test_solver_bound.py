@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cops.benchmarks.solver import noisy_instance, random_tiny_instance
+from cops.datasets.solver_instances import noisy_instance, random_tiny_instance
 from cops.solver import solve_amwc, solve_amwc_batch
 from cops.solver.amwc_cpu import LOCAL_SEARCH, solve_cpu
 from cops.solver.exact import solve_amwc_exact

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cops.benchmarks.solver import baseline_objective, make_instance
+from cops.datasets.solver_instances import baseline_objective, street_instance
 from cops.solver import amwc_objective, check_feasible, grid_graph, solve_amwc
 
 
@@ -106,7 +106,7 @@ def test_multiway_cut(seed):
 
 
 def test_deterministic():
-    inst = make_instance(32, 64, seed=3)
+    inst = street_instance(32, 64, seed=3)
     args = (inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"])
     a = solve_amwc(*args, backend="cpu")
     b = solve_amwc(*args, backend="cpu")
@@ -116,8 +116,8 @@ def test_deterministic():
     assert a.objective == b.objective
 
 
-def test_better_than_trivial_baseline_on_benchmark_instance():
-    inst = make_instance(48, 96, seed=1)
+def test_better_than_trivial_baseline_on_street_instance():
+    inst = street_instance(48, 96, seed=1)
     args = (inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"])
     res = solve_amwc(*args, backend="cpu")
     _assert_valid(res, *args)

@@ -65,16 +65,16 @@ def scene_instance(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def bench_instance() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A 16x32 street-scene instance from the solver benchmark (distances 1, 4, 16)."""
-    from cops.benchmarks.solver import make_instance
+    """A 16x32 street-scene instance (distances 1, 4, 16)."""
+    from cops.datasets.solver_instances import street_instance
 
-    inst = make_instance(16, 32, 0, distances=(1, 4, 16))
+    inst = street_instance(16, 32, 0, distances=(1, 4, 16))
     return inst["node_costs"], inst["edges"], inst["edge_costs"], inst["partitionable"]
 
 
-def noisy_small(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A 12x16 instance of the benchmark's noisy family (sigma 1.5): many small clusters."""
-    from cops.benchmarks.solver import noisy_instance
+def noisy_small(seed: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 12x16 instance of the noisy family (sigma 1.5): many small clusters."""
+    from cops.datasets.solver_instances import noisy_instance
 
     d = noisy_instance(12, 16, seed=seed, sigma=1.5)
     return d["node_costs"], d["edges"], d["edge_costs"], d["partitionable"]
@@ -132,8 +132,8 @@ def _simulate(out_path: str) -> None:
     fast = amwc_cuda.LOCAL_SEARCH["fast"]
     amwc_cuda.LOCAL_SEARCH["fast"] = amwc_cuda.LocalSearchBound(100, 0.99)
     try:
-        pair = [noisy_small(s) for s in (3, 4)]
-        for s, (c, e, w, part) in zip((3, 4), pair, strict=True):
+        pair = [noisy_small(s) for s in (4, 5)]
+        for s, (c, e, w, part) in zip((4, 5), pair, strict=True):
             stats = {}
             run(f"strict{s}", c, e, w, part, stats=stats)
             res[f"strict{s}"]["stats"] = stats
@@ -350,12 +350,12 @@ def test_local_search_bound(sim: dict[str, Any]) -> None:
 
 def test_local_search_stops_on_small_gain(sim: dict[str, Any]) -> None:
     """With a gain threshold the search ends early, image by image, also inside a batch."""
-    assert sim["strict3"]["stats"]["node_iterations"] <= 2
+    assert sim["strict4"]["stats"]["node_iterations"] <= 2
     assert (
-        sim["strict3"]["stats"]["node_iterations"] < sim["noisy_full"]["stats"]["node_iterations"]
+        sim["strict4"]["stats"]["node_iterations"] < sim["noisy_full"]["stats"]["node_iterations"]
     )
     batch = sim["strict_batch"]
-    for i, s in enumerate((3, 4)):
+    for i, s in enumerate((4, 5)):
         single = sim[f"strict{s}"]
         for key in ("labels", "components", "cut"):
             assert batch[key][i] == single[key], (s, key)

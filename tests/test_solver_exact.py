@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cops.benchmarks.solver import random_tiny_instance
+from cops.datasets.solver_instances import random_tiny_instance
 from cops.solver import check_feasible, grid_graph, solve_amwc
 from cops.solver._cpu_structures import connected_components
 from cops.solver.exact import solve_amwc_exact

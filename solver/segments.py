@@ -21,7 +21,7 @@ def segments_from_solution(
     ``labels`` / ``components`` [B, N] (long) class and solver component of every node,
     ``partitionable`` [K] bool, True for thing classes (module doc for the rule and order).
     """
-    b = labels.shape[0]
+    b, n = labels.shape
     k = partitionable.shape[0]
     thing = partitionable.to(labels.device)[labels]
     c = int(components.max()) + 1 if components.numel() else 1

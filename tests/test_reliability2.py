@@ -9,11 +9,13 @@ that nothing was lost.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from _training import run_pretrain, tiny_dataset
-from test_reliability import cops, cops_patched, one_line_error
+from test_reliability import ENV, cops, cops_patched, one_line_error
 
 from cops.training.checkpoint import LAST
 
@@ -120,3 +122,43 @@ def test_seed_out_of_range_is_one_line(tmp_path):
         "error: --seed 99999999999999999999: expected a non-negative integer"
     )
     assert not (tmp_path / "run").exists()
+
+
+# 4. and 7. One run per run folder; a killed run's lock and temporaries are taken over.
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from cops.training.run_lock import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_second_run_into_a_busy_run_folder_names_the_running_process(trained, tmp_path):
+    import signal
+
+    data, _ = trained
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=ENV
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ("pretrain", "-r", "synthetic-tiny", "--data", str(data), "--out", str(out),
+                "--device", "cpu", "--set", "train.iterations=1",
+                "--set", "train.val_every=0")  # fmt: skip
+        line = one_line_error(cops(*args))
+        assert str(out) in line and f"pid {holder.pid} on" in line and "another --out" in line
+        assert not (out / LAST).exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    stale = out / f".{LAST}.k2j4x9ab.tmp"
+    stale.write_bytes(b"\0" * 1000)  # what a save killed halfway leaves
+    result = cops(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"pid {holder.pid}" in result.stderr and "taking over the lock" in result.stderr
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

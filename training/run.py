@@ -208,6 +208,7 @@ def train_phase(phase: Phase, **options: Any) -> None:
     from cops.datasets.recipe_data import ensure_dataset
     from cops.training.distributed import launch_local, under_launcher
     from cops.training.phase import phase_worker
+    from cops.training.run_lock import run_lock
 
     if phase.start_hint and options.get("weights") is None and not options.get("resume"):
         raise CopsError(f"--weights: {phase.start_hint}")
@@ -218,8 +219,9 @@ def train_phase(phase: Phase, **options: Any) -> None:
         "to continue from its last checkpoint, run the same command with --resume",
     )
     worker = partial(phase_worker, phase=phase)
-    if launched or run.nproc == 1:
-        worker(run)
-        return
-    ensure_dataset(run.recipe, may_generate=run.own_data)
-    launch_local(run.nproc, worker, run, verbose=run.verbose)
+    with run_lock(run.out):
+        if launched or run.nproc == 1:
+            worker(run)
+            return
+        ensure_dataset(run.recipe, may_generate=run.own_data)
+        launch_local(run.nproc, worker, run, verbose=run.verbose)

@@ -218,8 +218,10 @@ def test_cli_exit_status_table_and_json(cops, clean: Path, split: SplitPaths, tm
     assert done.returncode == 0, done.stderr
     assert "PQ vs itself" in done.stdout and "100.00" in done.stdout
     assert json.loads((tmp_path / "ok.json").read_text())["ok"] is True
-    DEFECTS["unknown-category"][0](split)
     DEFECTS["crowd-stuff"][0](split)
+    done = cops("check-data", str(split.root), "--split", "val")
+    assert done.returncode == 0 and "crowd-stuff" in done.stdout, done.stdout  # warnings only
+    DEFECTS["unknown-category"][0](split)
     done = cops(
         "check-data", str(split.root), "--split", "val", "--json", str(tmp_path / "bad.json")
     )
@@ -227,7 +229,10 @@ def test_cli_exit_status_table_and_json(cops, clean: Path, split: SplitPaths, tm
     assert "unknown-category" in done.stdout and "crowd-stuff" in done.stdout
     saved = json.loads((tmp_path / "bad.json").read_text())
     assert saved["ok"] is False and saved["splits"]["val"]["errors"] == 1
-    assert not (split.root / "ok.json").exists()
+    assert {p["kind"] for p in saved["splits"]["val"]["problems"]} == {
+        "unknown-category",
+        "crowd-stuff",
+    }
     done = cops("check-data", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "folder not found" in done.stderr
 

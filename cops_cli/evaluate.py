@@ -21,7 +21,8 @@ def _fmt(value: float | None) -> str:
 
 
 def panoptic_table(title: str, metrics: dict[str, Any]) -> Table:
-    """PQ, SQ, RQ and category counts for all/things/stuff, then mIoU and mask AP."""
+    """PQ, SQ, RQ and category counts for all/things/stuff, then mIoU and mask AP (COCO's, and
+    the official Cityscapes AP when the evaluation computed it)."""
     table = Table(title=title)
     for name in ("", "PQ", "SQ", "RQ", "#cat"):
         table.add_column(name, justify="left" if not name else "right")
@@ -30,7 +31,10 @@ def panoptic_table(title: str, metrics: dict[str, Any]) -> Table:
         table.add_row(group, _fmt(row["pq"]), _fmt(row["sq"]), _fmt(row["rq"]), str(row["n"]))
     table.add_section()
     table.add_row("mIoU", _fmt(metrics.get("miou")), "", "", "")
-    table.add_row("mask AP", _fmt(metrics.get("ap")), "", "", "")
+    table.add_row("mask AP (COCO)", _fmt(metrics.get("ap")), "", "", "")
+    official = metrics.get("cityscapes_ap")
+    if official is not None:
+        table.add_row("AP (Cityscapes)", _fmt(official.get("ap")), "", "", "")
     return table
 
 

@@ -2,15 +2,18 @@
 
 Images are read ahead by DataLoader workers while the model and solver run; each prediction is
 scored against its ground truth at full resolution by :class:`PanopticEvaluator` and, when a
-writer is given, saved in the prepared (COCO panoptic) format.
+writer is given, saved in the prepared (COCO panoptic) format. Cityscapes' classes also get the
+official Cityscapes AP beside COCO mask AP (with cityscapesscripts installed).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cops.evaluation.cityscapes_ap import cityscapes_ap_applies, cityscapes_scripts_missing
 from cops.evaluation.evaluator import PanopticEvaluator
 
 if TYPE_CHECKING:
@@ -26,6 +29,17 @@ class EvalRun:
     metrics: dict[str, Any]
     evaluator: PanopticEvaluator
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _wants_cityscapes_ap(category_ids: list[int], isthing: list[bool]) -> bool:
+    """Whether to add the official Cityscapes AP: Cityscapes' classes and the package present
+    (without it, a warning says what to install and only COCO mask AP is reported)."""
+    if not cityscapes_ap_applies(category_ids, isthing):
+        return False
+    missing = cityscapes_scripts_missing()
+    if missing is not None:
+        logging.getLogger(__name__).warning(missing)
+    return missing is None
 
 
 def _samples(
@@ -64,6 +78,9 @@ def evaluate_split(
         list(categories.names),
         [bool(t) for t in categories.isthing],
         per_image=per_image,
+        cityscapes_ap=_wants_cityscapes_ap(
+            [int(c) for c in categories.category_ids], [bool(t) for t in categories.isthing]
+        ),
     )
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     seconds = {"cnn": 0.0, "solver": 0.0, "rest": 0.0}

@@ -1,5 +1,8 @@
 """One evaluator for a panoptic model: PQ (panopticapi-exact), mIoU and mask AP, per image or not.
 
+Mask AP is COCO's (pycocotools); with ``cityscapes_ap`` the official Cityscapes instance-level AP
+(cityscapesscripts, what the paper reports) is computed beside it.
+
 Feed it image by image (`add`), combine evaluators of several processes (`merge`), then read
 `results`. Every image is counted once: adding or merging an image id twice is an error, so a
 distributed sampler must not pad the evaluation set with repeated images.
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cops.evaluation.cityscapes_ap import CityscapesAP
 from cops.evaluation.instance_ap import MaskAP
 from cops.evaluation.panoptic_quality import CategoryIndex, PQStats, image_pq_stats
 from cops.evaluation.semantic import ConfusionMatrix, semantic_from_panoptic
@@ -27,7 +31,8 @@ class PanopticEvaluator:
     """Accumulates PQ statistics, a semantic confusion matrix and thing instances over images.
 
     Categories are given in train-id order: train id k is ``category_ids[k]``, named
-    ``names[k]``, a thing class when ``isthing[k]``. With `per_image`, each image's PQ is kept.
+    ``names[k]``, a thing class when ``isthing[k]``. With `per_image`, each image's PQ is kept;
+    with `cityscapes_ap` (Cityscapes-encoded ground truth) the official Cityscapes AP too.
     """
 
     def __init__(
@@ -36,6 +41,7 @@ class PanopticEvaluator:
         names: Sequence[str],
         isthing: Sequence[bool],
         per_image: bool = False,
+        cityscapes_ap: bool = False,
     ) -> None:
         self.categories = CategoryIndex(category_ids)
         self.names = tuple(str(n) for n in names)
@@ -49,9 +55,9 @@ class PanopticEvaluator:
         self.id_to_train = {int(c): k for k, c in enumerate(self.categories.ids)}
         self.pq = PQStats.zeros(len(self.categories))
         self.confusion = ConfusionMatrix(len(self.categories))
-        self.mask_ap = MaskAP(
-            [int(c) for c, t in zip(self.categories.ids, self.isthing, strict=True) if t]
-        )
+        things = [int(c) for c, t in zip(self.categories.ids, self.isthing, strict=True) if t]
+        self.mask_ap = MaskAP(things)
+        self.cityscapes_ap = CityscapesAP(things) if cityscapes_ap else None
         self.image_ids: set[Any] = set()
         self.rows: list[dict[str, Any]] = []
 
@@ -87,6 +93,8 @@ class PanopticEvaluator:
         except ValueError as exc:
             raise ValueError(f"image {where}: semantic maps: {exc}") from exc
         self.mask_ap.add(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
+        if self.cityscapes_ap is not None:
+            self.cityscapes_ap.add(gt_ids, gt_segments, pred_ids, pred_segments, image_id)
         self.pq += stats
         self.image_ids.add(image_id)
         if self.per_image:
@@ -101,8 +109,8 @@ class PanopticEvaluator:
             and other.names == self.names
             and other.isthing == self.isthing
         )
-        if not same:
-            raise ValueError("only evaluators over the same categories can be merged")
+        if not same or (self.cityscapes_ap is None) != (other.cityscapes_ap is None):
+            raise ValueError("only evaluators over the same categories and metrics can be merged")
         shared = self.image_ids & other.image_ids
         if shared:
             raise ValueError(
@@ -111,14 +119,24 @@ class PanopticEvaluator:
         self.pq += other.pq
         self.confusion += other.confusion
         self.mask_ap += other.mask_ap
+        if self.cityscapes_ap is not None and other.cityscapes_ap is not None:
+            self.cityscapes_ap += other.cityscapes_ap
         self.image_ids |= other.image_ids
         self.rows.extend(other.rows)
 
     def results(self) -> dict[str, Any]:
-        """All metrics in percent; None where a metric has nothing to average over."""
+        """All metrics in percent; None where a metric has nothing to average over.
+
+        ``ap``/``ap50``/``ap75``/``ap_per_class`` are COCO mask AP; ``cityscapes_ap`` (when
+        requested) holds the official Cityscapes ``ap``, ``ap50`` and ``per_class`` (by name).
+        """
         ap = self.mask_ap.results()
         iou = self.confusion.iou()
         name_of = {int(c): n for c, n in zip(self.categories.ids, self.names, strict=True)}
+        official = self.cityscapes_ap.results() if self.cityscapes_ap is not None else None
+        if official is not None:
+            per_class = official["per_class"].items()
+            official["per_class"] = {name_of[c]: v for c, v in per_class if c in name_of}
         return {
             "panoptic": self.pq.summary(self.names, self.isthing),
             "miou": self.confusion.miou(),
@@ -127,6 +145,7 @@ class PanopticEvaluator:
             "ap50": ap["ap50"] if ap else None,
             "ap75": ap["ap75"] if ap else None,
             "ap_per_class": ({name_of[c]: v for c, v in ap["per_class"].items()} if ap else None),
+            "cityscapes_ap": official,
             "images": len(self.image_ids),
         }
 

@@ -35,13 +35,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(prepare_data_app, name="prepare-data")
-app.command("check-data")(check_data)
 app.command("pretrain")(pretrain)
 app.command("finetune-pq")(finetune_pq)
 app.command("evaluate")(evaluate)
 app.command("predict")(predict)
 app.command("export")(export)
 app.command("import-checkpoint")(import_checkpoint)
+app.command("check-data")(check_data)
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(bench_app, name="bench")
 

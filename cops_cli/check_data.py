@@ -29,9 +29,12 @@ def check_data(
         typer.Option("--workers", "-j", min=1, help="Worker processes (default: CPUs, up to 8)."),
     ] = None,
 ) -> None:
-    """Check a prepared dataset (ours or another tool's): files, sizes, segment ids, areas,
+    """Check a prepared dataset before training on it; exit status 1 on errors.
+
+    Lists every problem, ours or another tool's dataset: files, sizes, segment ids, areas,
     boxes, categories, crowd marks, duplicates, unused classes, void, and the ground truth
-    scored against itself (PQ 100). Exit status 1 on errors, 0 with warnings only."""
+    scored against itself (PQ 100). Warnings alone exit with 0.
+    """
     from cops.evaluation.data_check import check_dataset
 
     jobs = workers if workers is not None else max(1, min(8, os.cpu_count() or 1))

@@ -22,11 +22,12 @@ def test_help_lists_only_working_commands(cops):
         "predict",
         "export",
         "import-checkpoint",
+        "check-data",
         "prepare-data",
         "recipes",
         "bench",
     ]
-    for sub in ("synthetic", "cityscapes", "coco"):
+    for sub in ("synthetic", "cityscapes", "coco", "masks"):
         help_out = cops("prepare-data", sub, "--help")
         assert help_out.returncode == 0 and "--out" in help_out.stdout
     for command in commands:

@@ -21,6 +21,7 @@ import torch
 
 from cops.device import resolve_device
 from cops.errors import CopsError
+from cops.inference.instance_score import logits_from_costs
 from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_from_checkpoint
 from cops.inference.postprocess import postprocess
 from cops.inference.result import PanopticPrediction
@@ -101,6 +102,8 @@ class Predictor:
     ``device`` is where input batches are built and the runner runs; ``backend`` is the solver's
     ("auto" solves on the GPU when the costs come back on one and numba can use it), and
     ``local_search`` its local-search effort (checkpoints: the recipe's ``solver.local_search``).
+    ``semantic_from`` and ``instance_score`` are :func:`postprocess`'s (checkpoints: the
+    recipe's ``eval.semantic`` / ``eval.instance_score``; the paper's by default).
     """
 
     def __init__(
@@ -110,10 +113,13 @@ class Predictor:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         local_search: str = "fast",
+        semantic_from: str = "nodes",
+        instance_score: str = "paper",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.local_search = validate_local_search(local_search)
+        self.semantic_from, self.instance_score = semantic_from, instance_score
         self.metadata = check_metadata(metadata, "model metadata")
         self.runner = runner
         self.device = resolve_device(device)
@@ -172,7 +178,16 @@ class Predictor:
         dev = resolve_device(device)
         runner = CostMapNet(net).eval().to(dev)
         local_search = recipe.solver.local_search
-        return cls(runner, metadata, device=dev, backend=backend, local_search=local_search)
+        scoring = recipe.eval
+        return cls(
+            runner,
+            metadata,
+            device=dev,
+            backend=backend,
+            local_search=local_search,
+            semantic_from=scoring.semantic,
+            instance_score=scoring.instance_score,
+        )
 
     @classmethod
     def from_export(
@@ -251,6 +266,19 @@ class Predictor:
         labels, comps = _to_numpy(labels), _to_numpy(comps)
         return [(labels[j], comps[j]) for j in range(len(members))], seconds
 
+    def _scoring(self, node: torch.Tensor, edge: torch.Tensor) -> dict[str, Any]:
+        """:func:`postprocess`'s semantic and score options for one image's cost maps; the
+        paper's score gets the logits back from the costs through the cost scalars."""
+        options: dict[str, Any] = {
+            "semantic_from": self.semantic_from,
+            "instance_score": self.instance_score,
+        }
+        if self.instance_score == "paper":
+            c = self.metadata["cost_scalars"]
+            maps = (_to_numpy(node), _to_numpy(edge))
+            options["logits"] = logits_from_costs(*maps, c["a"], c["b"], c["alpha"], c["beta"])
+        return options
+
     def predict(self, images: Sequence[np.ndarray]) -> list[PanopticPrediction]:
         """Panoptic predictions (at each input's size) for uint8 RGB images [H, W, 3] of any sizes.
 
@@ -307,6 +335,7 @@ class Predictor:
                 input_size=sizes[i],
                 stride=self.stride,
                 edges=_grid_edges(h, w, self.edge_distances),
+                **self._scoring(node[i, :, :h, :w], edge[i, :, :h, :w]),
             )
             own[i] += time.perf_counter() - tic
             predictions.append(pred)

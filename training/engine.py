@@ -236,6 +236,21 @@ class _Window:
         return {key: value / self.steps for key, value in self.sums.items()}
 
 
+@dataclass
+class _FitRun:
+    """What one ``Trainer.fit`` call carries from step to step."""
+
+    result: FitResult
+    metrics: MetricsLog | None
+    progress: Progress | None = None
+    task: TaskID | None = None
+    window: _Window = field(default_factory=_Window)
+    val_history: list[float] = field(default_factory=list)
+    began: float = 0.0
+    train_seconds: float = 0.0
+    timed_images: int = 0
+
+
 class Trainer:
     """Owns the model, optimizer, schedule, AMP scaler and loaders of one run; ``fit()`` trains.
 
@@ -436,88 +451,109 @@ class Trainer:
         )
 
     def fit(self) -> FitResult:
-        """Train from the start (or restored) iteration to ``train.iterations``."""
+        """Train from the start (or restored) iteration to ``train.iterations``.
+
+        Each iteration is one optimizer step followed by the named steps that are due: progress,
+        logging (every ``log_every``), validation (``val_every``) and checkpoints
+        (``checkpoint_every``); all three also run after the last iteration.
+        """
         cfg, main = self.cfg, self.dist.is_main
-        total = cfg.iterations
         metrics = (
             MetricsLog(self.ctx.out / METRICS, self.start if self.start else None) if main else None
         )
-        result = FitResult(total, self.start, 0.0, None, None, None, None, None)
-        val_history: list[float] = []
-
-        def validate(iteration: int, progress: Progress, task: TaskID) -> None:
-            progress.update(task, stats="validating")
-            values = self._validate()
-            result.val_loss = values["loss"]
-            val_history.append(values["loss"])
-            if metrics is not None:
-                clean = {k: _finite_or_none(v) for k, v in values.items()}
-                metrics.write({"kind": "val", "iteration": iteration, **clean})
-
+        result = FitResult(cfg.iterations, self.start, 0.0, None, None, None, None, None)
+        run = _FitRun(result, metrics)
         if main:
             self._report_groups(metrics)
-        began = time.perf_counter()
-        train_seconds, timed_images = 0.0, 0
+        run.began = time.perf_counter()
         try:
             with self._progress() as progress:
-                task = progress.add_task("", total=total, completed=self.start, stats="")
+                run.progress = progress
+                run.task = progress.add_task(
+                    "", total=cfg.iterations, completed=self.start, stats=""
+                )
                 if self.start == 0 and self.val is not None:
-                    validate(0, progress, task)
+                    self._run_validation(run, 0)
                 stream = self.batches.from_step(self.start)  # loader workers end with it
-                window = _Window()
-                iteration = self.start
-                while iteration < total:
+                for iteration in range(self.start + 1, cfg.iterations + 1):
                     tick = time.perf_counter()
                     _, micro = next(stream)
                     stats = self._train_step(micro)
-                    seconds = time.perf_counter() - tick
-                    iteration += 1
-                    window.add(stats, seconds)
-                    if iteration > self.start + 1:  # the first step pays for warm-up
-                        train_seconds += seconds
-                        timed_images += cfg.batch_size
-                    result.train_loss = stats["loss"]
-                    progress.update(
-                        task,
-                        completed=iteration,
-                        stats=f"loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  "
-                        f"{window.steps / window.seconds:.2f} it/s",
-                    )
-                    if iteration % cfg.log_every == 0 or iteration == total:
-                        means = window.means()
-                        result.train_loss = means["loss"]
-                        if metrics is not None:
-                            metrics.write(
-                                {
-                                    "kind": "train",
-                                    "iteration": iteration,
-                                    **means,
-                                    "lr": stats["lr"],
-                                    "images_per_s": cfg.batch_size * window.steps / window.seconds,
-                                    "time": time.perf_counter() - began,
-                                }
-                            )
-                        window = _Window()
-                    if (
-                        self.val is not None
-                        and cfg.val_every
-                        and (iteration % cfg.val_every == 0 or iteration == total)
-                    ):
-                        validate(iteration, progress, task)
-                    if iteration % cfg.checkpoint_every == 0 or iteration == total:
-                        losses = {"train_loss": result.train_loss, "val_loss": result.val_loss}
-                        digests = self._save(iteration, losses)
-                        result.checkpoint = self.ctx.out / LAST
-                        if metrics is not None and digests:
-                            metrics.write(
-                                {"kind": "replicas", "iteration": iteration, "digests": digests}
-                            )
+                    self._track(run, iteration, stats, time.perf_counter() - tick)
+                    if self._due(iteration, cfg.log_every):
+                        self._log_window(run, iteration, stats)
+                    if self.val is not None and self._due(iteration, cfg.val_every):
+                        self._run_validation(run, iteration)
+                    if self._due(iteration, cfg.checkpoint_every):
+                        self._checkpoint(run, iteration)
         finally:
             if metrics is not None:
                 metrics.close()
-        result.seconds = time.perf_counter() - began
-        result.images_per_s = timed_images / train_seconds if train_seconds > 0 else None
-        result.best_val_loss = min(val_history) if val_history else None
+        return self._finish(run)
+
+    def _due(self, iteration: int, every: int) -> bool:
+        """Whether a step scheduled every `every` iterations (0: never) runs now; it always runs
+        after the last iteration."""
+        return every > 0 and (iteration % every == 0 or iteration == self.cfg.iterations)
+
+    def _track(self, run: _FitRun, iteration: int, stats: dict[str, float], seconds: float) -> None:
+        """Add a step to the log window and the throughput timer; show it on the progress bar."""
+        run.window.add(stats, seconds)
+        if iteration > self.start + 1:  # the first step pays for warm-up
+            run.train_seconds += seconds
+            run.timed_images += self.cfg.batch_size
+        run.result.train_loss = stats["loss"]
+        window = run.window
+        run.progress.update(
+            run.task,
+            completed=iteration,
+            stats=f"loss {stats['loss']:.4f}  lr {stats['lr']:.2e}  "
+            f"{window.steps / window.seconds:.2f} it/s",
+        )
+
+    def _log_window(self, run: _FitRun, iteration: int, stats: dict[str, float]) -> None:
+        """Write the means of the steps since the last entry to the metrics log; new window."""
+        window = run.window
+        means = window.means()
+        run.result.train_loss = means["loss"]
+        if run.metrics is not None:
+            run.metrics.write(
+                {
+                    "kind": "train",
+                    "iteration": iteration,
+                    **means,
+                    "lr": stats["lr"],
+                    "images_per_s": self.cfg.batch_size * window.steps / window.seconds,
+                    "time": time.perf_counter() - run.began,
+                }
+            )
+        run.window = _Window()
+
+    def _run_validation(self, run: _FitRun, iteration: int) -> None:
+        """Validate (all ranks) and log the mean losses."""
+        run.progress.update(run.task, stats="validating")
+        values = self._validate()
+        run.result.val_loss = values["loss"]
+        run.val_history.append(values["loss"])
+        if run.metrics is not None:
+            clean = {k: _finite_or_none(v) for k, v in values.items()}
+            run.metrics.write({"kind": "val", "iteration": iteration, **clean})
+
+    def _checkpoint(self, run: _FitRun, iteration: int) -> None:
+        """Save a checkpoint with the latest losses (all ranks) and log the replica digests."""
+        losses = {"train_loss": run.result.train_loss, "val_loss": run.result.val_loss}
+        digests = self._save(iteration, losses)
+        run.result.checkpoint = self.ctx.out / LAST
+        if run.metrics is not None and digests:
+            run.metrics.write({"kind": "replicas", "iteration": iteration, "digests": digests})
+
+    def _finish(self, run: _FitRun) -> FitResult:
+        """Complete the run's result: time, throughput after warm-up, best validation loss."""
+        result = run.result
+        result.seconds = time.perf_counter() - run.began
+        seconds = run.train_seconds
+        result.images_per_s = run.timed_images / seconds if seconds > 0 else None
+        result.best_val_loss = min(run.val_history) if run.val_history else None
         if result.checkpoint is None and self.last_saved is not None:
             result.checkpoint = self.ctx.out / LAST
         return result

@@ -152,8 +152,9 @@ def _check_annotations(
     source, seen, pngs = check.paths.json, {}, Counter()
     for i, ann in enumerate(entries):
         image_id, name = ann.get("image_id"), ann.get("file_name")
-        if image_id not in images or image_id in seen:
-            what = "has no image entry" if image_id not in images else "is annotated twice"
+        if not isinstance(image_id, (int, str)) or image_id not in images or image_id in seen:
+            twice = isinstance(image_id, (int, str)) and image_id in seen
+            what = "is annotated twice" if twice else "has no image entry"
             check.add("unannotated", source, f"annotations[{i}]: image id {image_id!r} {what}")
             continue
         if not isinstance(name, str) or not isinstance(ann.get("segments_info"), list):
@@ -191,7 +192,7 @@ def _check_segments(img: dict[str, Any], ann: dict[str, Any], check: IndexCheck)
             )
             continue
         ids.add(seg_id)
-        if cat_id not in check.categories:
+        if not _is_int(cat_id) or cat_id not in check.categories:
             check.add(
                 "unknown-category",
                 png,

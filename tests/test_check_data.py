@@ -253,3 +253,23 @@ def test_pretrain_command_stops_with_the_message(cops, split: SplitPaths, tmp_pa
     assert done.returncode == 2
     assert "named by 2 image entries" in done.stderr and "cops check-data" in done.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_malformed_entries_are_reported_not_raised(tmp_path: Path):
+    paths = SplitPaths(tmp_path, "val")
+    image = {"id": 1, "file_name": "a.png", "height": 4, "width": 4}
+    segments = [{"id": 1, "category_id": [1]}, "x", {"id": 2, "category_id": 1, "bbox": "no"}]
+    data = {
+        "categories": [{"id": 1, "name": "a", "isthing": 1}],
+        "images": [image],
+        "annotations": [
+            {"image_id": [1], "file_name": "a.png", "segments_info": []},
+            {"image_id": 1, "file_name": "a.png", "segments_info": segments},
+        ],
+    }
+    paths.json.write_text(json.dumps(data))
+    kinds = [p.kind for p in check_index(paths).problems]
+    assert kinds == ["unannotated", "unknown-category", "segment-id", "area-box"]
+    paths.json.write_text("{bad")
+    (problem,) = check_index(paths).problems
+    assert problem.kind == "json" and "invalid JSON" in problem.message

@@ -87,6 +87,7 @@ def test_finetune_splits_an_iteration(tmp_path: Path):
 def test_data_generator_rates():
     result = data.run(images=2, height=64, width=96, workers=1, repeats=1)
     _check(result, "data")
+    assert result.figures["targets_images_per_s"] > 0
 
 
 def test_solver_efforts_and_gap(cops, tmp_path: Path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import pytest
@@ -294,14 +293,11 @@ def test_full_resolution_cityscapes_forward():
     net = SemanticBoundaryNet(
         19, [1, 4, 16, 32, 64], backbone="resnet18", decoder_channels=32
     ).eval()
-    start = time.perf_counter()
     with torch.no_grad():
         out = net(torch.randn(1, 3, 1024, 2048))
-    elapsed = time.perf_counter() - start
     assert out["semantic"].shape == (1, 19, 256, 512)
     assert out["boundary"].shape == (1, 10, 256, 512)
     assert torch.isfinite(out["boundary"]).all()
-    assert elapsed < 120
 
 
 # ---------------------------------------------------------------- cost model

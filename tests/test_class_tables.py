@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,17 +40,23 @@ def test_coco_table_is_the_published_one():
     assert all(c.supercategory for c in cats)
 
 
+def _plain(classes: Any) -> dict[str, list]:
+    """The class table as plain lists, whether it comes as a dict or as a ClassList (issue 18)."""
+    return classes if isinstance(classes, dict) else classes.to_dict()
+
+
 @pytest.mark.parametrize(("recipe", "count"), [("coco-r50", 133), ("cityscapes-r50", 19)])
 def test_recipe_classes_are_built_in(recipe: str, count: int):
-    classes = recipe_classes(load_recipe(recipe, ["data.root=/nonexistent"]))
+    classes = _plain(recipe_classes(load_recipe(recipe, ["data.root=/nonexistent"])))
     dataset = load_recipe(recipe).data.dataset
     assert classes["names"] == [c.name for c in builtin_categories(dataset)]
+    assert classes["category_ids"] == [c.id for c in builtin_categories(dataset)]
     assert len(classes["names"]) == len(classes["colors"]) == len(classes["isthing"]) == count
 
 
 def test_a_prepared_dataset_given_wins_and_a_missing_one_is_named(tmp_path: Path):
     write_split(tmp_path / "data", "val", [street_item("a")])
-    classes = recipe_classes(load_recipe("coco-r50"), tmp_path / "data")
+    classes = _plain(recipe_classes(load_recipe("coco-r50"), tmp_path / "data"))
     assert classes["names"] == [c.name for c in CATEGORIES]
     with pytest.raises(CopsError, match=r"empty/panoptic_val\.json: not found"):
         recipe_classes(load_recipe("coco-r50"), tmp_path / "empty")

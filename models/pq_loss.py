@@ -30,17 +30,10 @@ its hard counterpart (``t → [IoU > 0.5]``, ``a_p → [size ≥ min_area]``) an
 COCO panoptic PQ of the image (pixels of weight 0 leave every area, like panopticapi's void).
 The hard version is returned alongside as ``"pq"``. This is ``mode="exact"``.
 
-``mode="paper"`` is the original COPS surrogate, kept exactly for reproduction:
-
-- soft IoU ``(I + 0.1) / (U + 0.1)`` over the weighted pixels; ``a_p`` uses the weighted area;
-- per class, a Hungarian assignment on IoU alone pairs ``min(|P_k|, |G_k|)`` segments, whatever
-  their overlap (all possible pairs are matched);
-- ``TP = Σ_matched t·a_p``, ``FN = Σ_{G_k} (1 − t)`` (``t = 0`` for an unmatched gt),
-  ``FP = Σ_unmatched a_p`` (a matched prediction is never a false positive),
-  numerator ``Σ_matched IoU·t·a_p``, denominator ``TP + ½FP + ½FN``;
-- numerators and denominators are summed per class over the whole *batch*, each class scores
-  ``(num + 0.1) / (den + 0.1)``, and the loss is 1 − the mean over the classes present in the
-  batch (a gt segment or a prediction of the class).
+``mode="paper"`` is the original COPS surrogate, kept exactly (:mod:`cops.models.paper_pq`: its
+ground-truth matching with one extra channel per unmatched ground truth, its soft IoU smoothed by
+0.1, the foreground probability on the unweighted area, per-class sums over the whole batch); the
+minimum areas are then in nodes of the stride-4 grid as the caller passes them.
 """
 
 from __future__ import annotations
@@ -52,9 +45,16 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from cops.models.paper_pq import (
+    LossChannels,
+    PaperTerms,
+    match_channels,
+    min_areas,
+    paper_surrogate,
+    segments_of_masks,
+)
+
 IGNORE = 255
-PAPER_SMOOTH = 0.1
-"""The original's smoothing constant of soft IoU and of the per-class PQ ratio."""
 
 
 class PQSurrogateLoss(nn.Module):
@@ -110,24 +110,64 @@ class PQSurrogateLoss(nn.Module):
         [B, N] (0 = ignore).
         """
         self._check(masks, classes, gt_panoptic, gt_semantic, weights)
-        hard_masks = (masks.detach() > 0.5).to(masks.dtype)
         classes = classes.long()
-        soft, hard, pooled = [], [], []
-        for b in range(masks.shape[0]):
-            gt = _GroundTruth.of(gt_panoptic[b], gt_semantic[b], weights[b], masks.dtype)
-            if self.mode == "paper":
-                pooled.append(self._paper_counts(masks[b], classes[b], weights[b], gt))
-            else:
-                soft.append(self._image_pq(masks[b], classes[b], weights[b], gt, hard=False))
-            hard.append(self._image_pq(hard_masks[b], classes[b], weights[b], gt, hard=True))
-        soft_pq = _pooled_pq(pooled) if self.mode == "paper" else _mean_defined(soft)
-        pq = _mean_defined(hard)
+        if self.mode == "paper":
+            segments = segments_of_masks(masks)
+            channels = self.match(segments, classes, gt_panoptic, gt_semantic, weights)
+            pred = nn.functional.pad(masks, (0, channels.gt.shape[2] - masks.shape[2]))
+            soft_pq = 1.0 - self.paper(pred, channels, weights).loss
+        else:
+            soft_pq = _mean_defined(
+                [
+                    self._image_pq(
+                        masks[b], classes[b], weights[b],
+                        _GroundTruth.of(gt_panoptic[b], gt_semantic[b], weights[b], masks.dtype),
+                        hard=False,
+                    )
+                    for b in range(masks.shape[0])
+                ]
+            )  # fmt: skip
+        pq = self.hard_pq(masks, classes, gt_panoptic, gt_semantic, weights)
         loss = masks.sum() * 0.0 if soft_pq is None else 1.0 - soft_pq
         nan = masks.new_tensor(float("nan"))
-        return loss, {
-            "soft_pq": nan if soft_pq is None else soft_pq.detach(),
-            "pq": nan if pq is None else pq.detach(),
-        }
+        return loss, {"soft_pq": nan if soft_pq is None else soft_pq.detach(), "pq": pq}
+
+    def match(
+        self,
+        segments: Tensor,
+        classes: Tensor,
+        gt_panoptic: Tensor,
+        gt_semantic: Tensor,
+        weights: Tensor,
+    ) -> LossChannels:
+        """The original's loss channels: predicted segments, then unmatched ground truths."""
+        isthing = self.isthing.to(segments.device)
+        return match_channels(segments, classes, gt_panoptic, gt_semantic, weights, isthing)
+
+    def paper(self, pred: Tensor, channels: LossChannels, weights: Tensor) -> PaperTerms:
+        """The original surrogate of loss channels ``pred`` [B, N, C] (its own min areas)."""
+        areas = min_areas(self.isthing, self.thing_min_area, self.stuff_min_area)
+        return paper_surrogate(pred, channels, weights, areas)
+
+    def hard_pq(
+        self,
+        masks: Tensor,
+        classes: Tensor,
+        gt_panoptic: Tensor,
+        gt_semantic: Tensor,
+        weights: Tensor,
+    ) -> Tensor:
+        """Mean exact PQ of the images (NaN when nothing is present), for logging."""
+        hard_masks = (masks.detach() > 0.5).to(masks.dtype)
+        values = [
+            self._image_pq(
+                hard_masks[b], classes[b].long(), weights[b],
+                _GroundTruth.of(gt_panoptic[b], gt_semantic[b], weights[b], masks.dtype), hard=True,
+            )
+            for b in range(masks.shape[0])
+        ]  # fmt: skip
+        pq = _mean_defined(values)
+        return masks.new_tensor(float("nan")) if pq is None else pq.detach()
 
     def _image_pq(
         self, masks: Tensor, classes: Tensor, weights: Tensor, gt: _GroundTruth, hard: bool
@@ -181,52 +221,6 @@ class PQSurrogateLoss(nn.Module):
         denominator = 0.5 * (sum_large + num_gt) + eps
         pq = numerator / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
         return pq[present].sum() / total
-
-    def _paper_counts(
-        self, masks: Tensor, classes: Tensor, weights: Tensor, gt: _GroundTruth
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-class numerator, denominator and presence of one image (paper mode, module doc)."""
-        k = self.num_classes
-        weighted = masks * weights.unsqueeze(1)
-        pred_area = weighted.sum(0)
-        keep = classes >= 0
-        pred_class, pred_area = classes[keep], pred_area[keep]
-        inter = weighted.new_zeros(gt.num_segments + 1, masks.shape[1])
-        inter = inter.index_add(0, gt.index, weighted)[: gt.num_segments, keep]
-        union = gt.area.unsqueeze(1) + pred_area.unsqueeze(0) - inter
-        iou = (inter + PAPER_SMOOTH) / (union + PAPER_SMOOTH)
-        tiny = torch.finfo(iou.dtype).eps
-        clamped = iou.clamp(tiny, 1.0 - tiny)
-        t = torch.sigmoid(self.beta * (torch.log(clamped) - torch.log1p(-clamped)))
-        min_area = torch.where(
-            self.isthing.to(pred_class.device)[pred_class],
-            self.thing_min_area,
-            self.stuff_min_area,
-        ).to(pred_area.dtype)
-        fg = torch.sigmoid(self.area_slope * (pred_area - min_area))
-        rows_all, cols_all = [], []
-        iou_np = iou.detach().cpu().numpy()
-        gt_class_np, pred_class_np = gt.classes.cpu().numpy(), pred_class.cpu().numpy()
-        for c in set(gt_class_np.tolist()) & set(pred_class_np.tolist()):
-            gts = (gt_class_np == c).nonzero()[0]
-            preds = (pred_class_np == c).nonzero()[0]
-            rows, cols = linear_sum_assignment(iou_np[gts][:, preds], maximize=True)
-            rows_all.extend(gts[rows].tolist())
-            cols_all.extend(preds[cols].tolist())
-        rows_t = torch.as_tensor(rows_all, dtype=torch.long, device=iou.device)
-        cols_t = torch.as_tensor(cols_all, dtype=torch.long, device=iou.device)
-        t_pair, fg_pair = t[rows_t, cols_t], fg[cols_t]
-        pair_class = pred_class[cols_t]
-        zeros = iou.new_zeros(k)
-        tp = zeros.index_add(0, pair_class, t_pair * fg_pair)
-        num = zeros.index_add(0, pair_class, iou[rows_t, cols_t] * t_pair * fg_pair)
-        num_gt = torch.bincount(gt.classes, minlength=k).to(iou.dtype)
-        fn = num_gt - zeros.index_add(0, pair_class, t_pair)
-        matched = torch.zeros_like(fg, dtype=torch.bool)
-        matched[cols_t] = True
-        fp = zeros.index_add(0, pred_class, torch.where(matched, 0.0, fg))
-        present = (num_gt > 0) | (torch.bincount(pred_class, minlength=k) > 0)
-        return num, tp + 0.5 * fp + 0.5 * fn, present
 
     def _check(
         self,
@@ -306,18 +300,6 @@ class _GroundTruth:
         count = int(valid.sum())
         row_of_pixel = torch.where(valid[index], rows[index], count)
         return cls(row_of_pixel, hi[valid], area[valid], count)
-
-
-def _pooled_pq(counts: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor | None:
-    """The paper's batch PQ: per-class sums over images, smoothed ratio, mean over present."""
-    if not counts:
-        return None
-    num = torch.stack([c[0] for c in counts]).sum(0)
-    den = torch.stack([c[1] for c in counts]).sum(0)
-    present = torch.stack([c[2] for c in counts]).any(0)
-    if not bool(present.any()):
-        return None
-    return ((num + PAPER_SMOOTH) / (den + PAPER_SMOOTH))[present].mean()
 
 
 def _mean_defined(values: list[Tensor | None]) -> Tensor | None:

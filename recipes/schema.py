@@ -199,6 +199,14 @@ class SolverConfig:
     lambda_min: float = 1.0
     lambda_max: float = 5000.0
     num_samples: int = 5
+    backward: Literal["paper", "resolve"] = "paper"
+    """Perturbation gradient: ``paper`` (the original: every channel, unmatched ground truths
+    included, a multiway-cut label; differences against the forward AMWC solution) or
+    ``resolve`` (ours: differences against a re-solved λ = 0 multiway cut, a tie pin for the
+    forward segments, worse perturbed solutions rejected, all-zero gradients skipped)."""
+    lambda_per: Literal["batch", "image"] = "batch"
+    """``batch``: the same λ samples for every image of a batch (the original), ``image``: own
+    draws per image; drawn afresh at every step from the run's seeded generator."""
 
 
 def _paper_frozen() -> list[str]:
@@ -249,6 +257,14 @@ class FinetuneConfig:
     amp: bool = False
     weights: Literal["binary", "pixel"] = "binary"
     surrogate: Literal["paper", "exact"] = "paper"
+    min_thing_nodes: int = 3
+    """Thing components under this many stride-4 nodes are no segment in the loss, the matching
+    or the backward (the original's IGNORE_INSTANCE_SIZE_AMC 12 // 4); 0 keeps every one."""
+    stuff_area_factor: float = 4.0
+    """The paper surrogate's stuff minimum area is ``eval.stuff_min_area / 4 / factor`` nodes
+    (the original's STUFF_AREA_DOWNSAMPLING_FACTOR_TRAIN for training crops: 2048 → 128); things
+    use ``eval.thing_min_area / 4`` (200 → 50): the original divides by the stride, not its
+    square."""
     frozen: list[str] = field(default_factory=_paper_frozen)
     param_groups: list[ParamGroupConfig] = field(default_factory=_paper_param_groups)
     shortest_edges: list[int] | None = None

@@ -29,17 +29,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cops.recipes.schema import FinetuneConfig, load_recipe
+from cops.recipes.schema import FinetuneConfig, SolverConfig, load_recipe
 
 KEYS = ("pq", "pq_th", "pq_st", "miou", "ap")
 
 
 def _paper_finetune_sets(pixel_loss_weight: float) -> list[str]:
     """``--set`` overrides giving a recipe the paper's fine-tuning (the schema's defaults), at the
-    paper's base lr 1e-3, on the recipe's schedule, data and solver."""
+    paper's base lr 1e-3, on the recipe's schedule and data, with the paper's backward pass."""
     paper = FinetuneConfig()  # JSON is YAML: each value reads back as --set parses it
     keys = ("lr", "weights", "surrogate", "node_dropout", "cost_dropout", "amp", "frozen")
+    keys += ("min_thing_nodes", "stuff_area_factor")
     sets = [f"finetune.{key}={json.dumps(getattr(paper, key))}" for key in keys]
+    solver = SolverConfig()
+    sets += [
+        f"solver.{key}={json.dumps(getattr(solver, key))}" for key in ("backward", "lambda_per")
+    ]
     groups = json.dumps([dataclasses.asdict(g) for g in paper.param_groups])
     return [
         *sets,

@@ -4,9 +4,31 @@ Forward: every image's AMWC instance is solved (``solve_amwc_batch``; on CUDA te
 solver when numba can use it) and turned into segments by the one segment rule of
 ``cops.solver.segments``: ONE segment per stuff class present (all of its connected components
 together) and one per thing component; stuff first by class id, then thing components.
-``masks[b, n, s]`` is 1 where node ``n`` belongs to segment ``s``.
+``masks[b, n, s]`` is 1 where node ``n`` belongs to segment ``s``. ``amwc_solve`` can drop thing
+components under ``min_thing_nodes`` nodes (the original's 12 // 4 = 3): their nodes are in no
+segment. ``amwc_masks`` may append all-zero channels after the segments (the paper surrogate's
+unmatched ground truths), each with a class of its own.
 
-Backward (black-box differentiation of a combinatorial solver, DESIGN §6). With ``g = dL/dmasks``
+Backward (black-box differentiation of a combinatorial solver, DESIGN §6), two variants.
+
+``backward="paper"``, the original's (``losses.py`` AMWCBackward, ``multicut_solvers.py``
+solve_mc_grad_avg). With ``g = dL/dmasks`` per channel, the multiway cut (MWC, nothing
+partitionable) of an image has one label per class WITHOUT a channel (ascending, cost ``c[k]``)
+and then one label per channel, grouped by class (class order, channel order within), costing
+``c[class] + λ·g[channel]``, stuff channels and zero (unmatched ground-truth) channels included;
+edge costs are unchanged. For each of the ``T`` samples ``λ`` it is solved once and
+
+    dL/dc[b, n, k] = mean_λ (onehot(class_λ) − onehot(class_forward))[n, k] / λ
+    dL/dw[b, e]    = mean_λ (cut_λ − cut_forward)[e] / λ
+
+against the FORWARD AMWC solution, in float32 as the original does. Node gradients are multiplied
+by ``node_weights``, edge gradients by ``edge_weights`` (the fine-tuning boundary weights): the
+MWC differs from the AMWC solver even where nothing is perturbed (void, padding), and only these
+masks remove such differences. Every image is solved; nothing is pinned, skipped or rejected.
+``lambda_per="batch"`` shares the ``T`` draws between the images (the original's forked workers
+inherit one RNG state), drawn afresh at every call from ``generator``.
+
+``backward="resolve"``, ours. With ``g = dL/dmasks``
 and, per image, ``F`` = classes without a predicted segment and ``S`` = its segments, every sample
 ``λ ~ U[λ_min, λ_max]`` builds a multiway cut (MWC, nothing partitionable) instance with ``|F| + S``
 labels: label ``f ∈ F`` costs ``c[f, n]``, label ``s`` costs
@@ -28,9 +50,9 @@ at λ = 0 (one extra solve per image), so the gradient vanishes as λ → 0. A p
 objective is worse than the reference's (both are feasible for it) contributes zero instead of
 noise. Images whose ``g`` is all zero get an exact zero gradient without solving.
 
-Loss weights: node gradients are multiplied by ``node_weights[b, n]``, edge gradients by the MIN
-of the two endpoint weights (an edge touching an ignored node is ignored, and thing-weighted
-pixels do not get squared weights on their edges).
+Loss weights (resolve): node gradients are multiplied by ``node_weights[b, n]``, edge gradients
+by the MIN of the two endpoint weights (an edge touching an ignored node is ignored, and
+thing-weighted pixels do not get squared weights on their edges).
 
 Parallelism: the numba CPU solver is compiled with ``nogil=True``, so the ``B × num_samples`` MWC
 instances run on a thread pool, each built lazily with its own label count (no padding, memory
@@ -82,13 +104,14 @@ class SegmentBatch:
 class _Options:
     """Non-tensor settings of one layer call, carried from forward to backward."""
 
-    partitionable: Tensor
     lambda_min: float
     lambda_max: float
     num_samples: int
     backend: str
     generator: torch.Generator | None
     local_search: str = "fast"
+    backward: str = "paper"
+    lambda_per: str = "batch"
 
 
 def _check_inputs(
@@ -159,23 +182,15 @@ def _describe(x: Any) -> str:
 
 
 def _sample_lambdas(opts: _Options, b: int) -> np.ndarray:
-    """λ per (image, sample) [B, T], drawn from the caller's generator."""
+    """λ per (image, sample) [B, T], drawn from the caller's generator at every call: one row
+    shared by the batch (``lambda_per="batch"``, the original) or one per image."""
     device = opts.generator.device if opts.generator is not None else "cpu"
+    rows = 1 if opts.lambda_per == "batch" else b
     u = torch.rand(
-        (b, opts.num_samples), generator=opts.generator, dtype=torch.float64, device=device
+        (rows, opts.num_samples), generator=opts.generator, dtype=torch.float64, device=device
     )
-    return (opts.lambda_min + (opts.lambda_max - opts.lambda_min) * u).cpu().numpy()
-
-
-@dataclass(frozen=True)
-class _Solution:
-    """The forward solution as the backward pass needs it (fields as in ``SegmentBatch``)."""
-
-    labels: Tensor
-    segments: Tensor
-    classes: Tensor
-    cut: Tensor
-    num_segments: Tensor
+    lambdas = (opts.lambda_min + (opts.lambda_max - opts.lambda_min) * u).cpu().numpy()
+    return np.broadcast_to(lambdas, (b, opts.num_samples))
 
 
 @dataclass(frozen=True)
@@ -205,7 +220,8 @@ def _mwc_costs(c: Tensor, g: Tensor, segments: Tensor, plan: _ImagePlan, lam: fl
     costs = c[:, plan.label_class].clone()
     costs[:, plan.num_free :] += lam * g
     pin = TIE_PIN * (1.0 + float(c.abs().max())) if c.numel() else 0.0
-    costs[torch.arange(costs.shape[0], device=costs.device), plan.num_free + segments] -= pin
+    rows = torch.nonzero(segments >= 0).flatten()  # nodes of dropped components have no label
+    costs[rows, plan.num_free + segments[rows]] -= pin
     return costs
 
 
@@ -273,7 +289,7 @@ def _perturbation_gradients(
     node_costs: Tensor,
     edge_costs: Tensor,
     edges: Tensor,
-    solution: _Solution,
+    solution: SegmentBatch,
     grad_masks: Tensor,
     node_weights: Tensor | None,
     opts: _Options,
@@ -339,8 +355,88 @@ def _perturbation_gradients(
     return grad_c.to(device, node_costs.dtype), grad_w.to(device, edge_costs.dtype)
 
 
-class _AMWCSegments(torch.autograd.Function):
-    """Autograd node: AMWC solve + segments forward, perturbation gradients backward."""
+def _paper_labels(channel_classes: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The original's MWC labels of one image: classes with no channel (ascending), then every
+    channel grouped by class (class order, channel order within): ``(label_class, channel)``,
+    channel -1 for the plain class labels."""
+    used = channel_classes >= 0
+    has_channel = torch.zeros(num_classes, dtype=torch.bool, device=channel_classes.device)
+    has_channel[channel_classes[used]] = True
+    free = torch.nonzero(~has_channel).flatten()
+    channels = torch.nonzero(used).flatten()
+    order = torch.sort(channel_classes[channels], stable=True).indices
+    channels = channels[order]
+    label_class = torch.cat([free, channel_classes[channels]])
+    channel = torch.cat([torch.full_like(free, -1), channels])
+    return label_class, channel
+
+
+def _paper_costs(c: Tensor, g: Tensor, label_class: Tensor, channel: Tensor, lam: float) -> Tensor:
+    """The original's perturbed MWC costs [N, K′] in float32: ``c[class] + λ·g[channel]`` (λ
+    rounded to float32 as the original's numpy does; plain class labels unperturbed)."""
+    base = c[:, label_class]
+    delta = torch.zeros_like(base)
+    own = channel >= 0
+    delta[:, own] = g[:, channel[own]]
+    return base + delta * torch.tensor(lam, dtype=base.dtype, device=base.device)
+
+
+def _paper_gradients(
+    node_costs: Tensor,
+    edge_costs: Tensor,
+    edges: Tensor,
+    solution: SegmentBatch,
+    channel_classes: Tensor,
+    grad_masks: Tensor,
+    weights: tuple[Tensor | None, Tensor | None],
+    opts: _Options,
+) -> tuple[Tensor, Tensor]:
+    """The original's perturbation gradients (module doc, ``backward="paper"``): every image's
+    perturbed multiway cut against the forward AMWC solution, ``mean_λ (y_λ − y_forward)/λ``."""
+    b, n, k = node_costs.shape
+    lambdas = _sample_lambdas(opts, b)
+    backend = resolve_backend(opts.backend, node_costs, edge_costs)
+    work = node_costs.device if backend == "cuda" else torch.device("cpu")
+    c = node_costs.detach().to(work, torch.float32)
+    w = edge_costs.detach().to(work, torch.float32)
+    g = grad_masks.detach().to(work, torch.float32)
+    plans = [_paper_labels(channel_classes[i].to(work), k) for i in range(b)]
+
+    def build(image: int, lam: float) -> Tensor:
+        return _paper_costs(c[image], g[image], *plans[image], lam)
+
+    jobs = [(i, float(lam)) for i in range(b) for lam in lambdas[i]]
+    if backend == "cuda":
+        widths = [int(plans[i][0].numel()) for i, _ in jobs]
+        results = _solve_batched(
+            jobs, build, widths, n, edges.to(work), w, backend, opts.local_search
+        )
+    else:
+        results = _solve_cpu(jobs, build, edges.cpu().numpy(), w.numpy(), opts.local_search)
+    labels, cut = solution.labels.to(work), solution.cut.to(work)
+    grad_c = torch.zeros(b, n, k, dtype=torch.float32, device=work)
+    grad_w = torch.zeros(b, w.shape[1], dtype=torch.float64, device=work)
+    for (image, lam), (mwc_labels, mwc_cut, _) in zip(jobs, results, strict=True):
+        moved = torch.nn.functional.one_hot(plans[image][0][mwc_labels.to(work).long()], k)
+        forward = torch.nn.functional.one_hot(labels[image], k)
+        # float32 steps as in the original (numpy): difference / float32(λ), summed in order
+        step = (moved - forward).float() / torch.tensor(lam, dtype=torch.float32, device=work)
+        grad_c[image] += step
+        grad_w[image] += (mwc_cut.to(work).double() - cut[image].double()) / lam
+    grad_c = grad_c / opts.num_samples
+    grad_w = (grad_w / opts.num_samples).float()
+    node_weights, edge_weights = weights
+    if node_weights is not None:
+        grad_c = grad_c * node_weights.detach().to(work, torch.float32).unsqueeze(2)
+    if edge_weights is not None:
+        grad_w = grad_w * edge_weights.detach().to(work, torch.float32)
+    return grad_c.to(node_costs.device, node_costs.dtype), grad_w.to(
+        edge_costs.device, edge_costs.dtype
+    )
+
+
+class _SegmentMasks(torch.autograd.Function):
+    """Autograd node: the solution's masks forward, perturbation gradients backward."""
 
     @staticmethod
     def forward(
@@ -349,35 +445,151 @@ class _AMWCSegments(torch.autograd.Function):
         edge_costs: Tensor,
         edges: Tensor,
         node_weights: Tensor | None,
+        edge_weights: Tensor | None,
+        solution: SegmentBatch,
+        channel_classes: Tensor,
         opts: _Options,
-    ) -> tuple[Tensor, ...]:
-        """Solve every image and return masks plus the (non-differentiable) solution tensors."""
-        res = solve_amwc_batch(
-            node_costs.detach(), edges, edge_costs.detach(), opts.partitionable, opts.backend,
-            local_search=opts.local_search,
-        )  # fmt: skip
-        labels = res.labels.to(node_costs.device).long()
-        components = res.components.to(node_costs.device).long()
-        cut = res.cut.to(node_costs.device).bool()
-        segments, classes, counts = segments_from_solution(labels, components, opts.partitionable)
-        num = classes.shape[1]
-        masks = torch.nn.functional.one_hot(segments, num).to(node_costs.dtype)
-        ctx.mark_non_differentiable(classes, labels, segments, cut, counts)
-        ctx.save_for_backward(
-            node_costs, edge_costs, edges, node_weights, labels, segments, classes, cut, counts
-        )
-        ctx.opts = opts
-        return masks, classes, labels, segments, cut, counts
+    ) -> Tensor:
+        """Masks [B, N, C] of the channels: the solution's segments, zeros after them."""
+        ctx.save_for_backward(node_costs, edge_costs, edges, node_weights, edge_weights)
+        ctx.solution, ctx.channel_classes, ctx.opts = solution, channel_classes, opts
+        return _channel_masks_of(solution.segments, channel_classes.shape[1], node_costs.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_masks: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_masks: Tensor) -> tuple[Tensor | None, ...]:
         """Perturbation gradients for node and edge costs; nothing for the other inputs."""
-        node_costs, edge_costs, edges, node_weights, *solution = ctx.saved_tensors
-        grad_c, grad_w = _perturbation_gradients(
-            node_costs, edge_costs, edges, _Solution(*solution), grad_masks, node_weights, ctx.opts
+        node_costs, edge_costs, edges, node_weights, edge_weights = ctx.saved_tensors
+        sol, opts = ctx.solution, ctx.opts
+        if opts.backward == "paper":
+            grad_c, grad_w = _paper_gradients(
+                node_costs, edge_costs, edges, sol, ctx.channel_classes, grad_masks,
+                (node_weights, edge_weights), opts,
+            )  # fmt: skip
+        else:
+            grad_c, grad_w = _perturbation_gradients(
+                node_costs, edge_costs, edges, sol,
+                grad_masks[:, :, : sol.classes.shape[1]], node_weights, opts,
+            )  # fmt: skip
+        return grad_c, grad_w, None, None, None, None, None, None
+
+
+def drop_small_things(
+    segments: Tensor, classes: Tensor, partitionable: Tensor, min_nodes: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Drop thing segments under ``min_nodes`` nodes (the original's ``ignore_instance_size_amc``
+    12 // 4 = 3): their nodes get segment -1; the rest keep their order, renumbered."""
+    b, s = classes.shape
+    sizes = torch.zeros(b, s + 1, dtype=torch.long, device=segments.device)
+    sizes.scatter_add_(1, segments + 1, torch.ones_like(segments))
+    sizes = sizes[:, 1:]
+    thing = partitionable.to(classes.device)[classes.clamp(min=0)] & (classes >= 0)
+    keep = (classes >= 0) & ~(thing & (sizes < min_nodes))
+    new_index = torch.cumsum(keep.long(), 1) - 1
+    counts = keep.sum(1)
+    mapped = torch.where(keep, new_index, -1)
+    segments = torch.where(segments >= 0, mapped.gather(1, segments.clamp(min=0)), -1)
+    width = int(counts.max()) if b else 0
+    out = torch.full((b, width), -1, dtype=classes.dtype, device=classes.device)
+    rows, cols = torch.nonzero(keep, as_tuple=True)
+    out[rows, new_index[rows, cols]] = classes[rows, cols]
+    return segments, out, counts
+
+
+def amwc_solve(
+    node_costs: Tensor,
+    edge_costs: Tensor,
+    edges: Tensor,
+    partitionable: Tensor,
+    *,
+    backend: str = "auto",
+    local_search: bool | str = "fast",
+    min_thing_nodes: int = 0,
+) -> SegmentBatch:
+    """Solve every image's AMWC and return its segments, not differentiable (``masks`` one-hot).
+
+    Shapes as in :func:`amwc_segments`; thing components under ``min_thing_nodes`` nodes are no
+    segment (their nodes have segment -1 and no mask).
+    """
+    edges, partitionable = _check_inputs(
+        node_costs, edge_costs, edges, partitionable, None, 1.0, 1.0, 1
+    )
+    res = solve_amwc_batch(
+        node_costs.detach(), edges, edge_costs.detach(), partitionable, backend,
+        local_search=validate_local_search(local_search),
+    )  # fmt: skip
+    device = node_costs.device
+    labels = res.labels.to(device).long()
+    components = res.components.to(device).long()
+    segments, classes, counts = segments_from_solution(labels, components, partitionable)
+    if min_thing_nodes > 0:
+        segments, classes, counts = drop_small_things(
+            segments, classes, partitionable, min_thing_nodes
         )
-        return grad_c, grad_w, None, None, None
+    masks = _channel_masks_of(segments, classes.shape[1], node_costs.dtype)
+    return SegmentBatch(masks, classes, labels, segments, res.cut.to(device).bool(), counts)
+
+
+def _channel_masks_of(segments: Tensor, width: int, dtype: torch.dtype) -> Tensor:
+    """One-hot masks [B, N, width] of a segment map (segment -1: no mask)."""
+    return torch.nn.functional.one_hot(segments + 1, width + 1)[..., 1:].to(dtype)
+
+
+BACKWARDS = ("paper", "resolve")
+LAMBDA_PER = ("batch", "image")
+
+
+def amwc_masks(
+    node_costs: Tensor,
+    edge_costs: Tensor,
+    edges: Tensor,
+    solution: SegmentBatch,
+    channel_classes: Tensor | None = None,
+    *,
+    lambda_min: float = 1.0,
+    lambda_max: float = 5000.0,
+    num_samples: int = 5,
+    backward: str = "resolve",
+    lambda_per: str = "image",
+    backend: str = "auto",
+    node_weights: Tensor | None = None,
+    edge_weights: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    local_search: bool | str = "fast",
+) -> Tensor:
+    """Differentiable masks [B, N, C] of a solution's segments (module doc for the gradients).
+
+    ``channel_classes`` [B, C] (-1 = none; default ``solution.classes``): channel ``s <
+    num_segments[b]`` is segment ``s``, later channels are all-zero masks whose class gets its own
+    perturbed label in the paper backward. ``backward``: "paper" (the original, against the
+    forward solution) or "resolve" (ours, against a λ = 0 multiway cut); ``lambda_per``: "batch"
+    (one draw shared by the batch, the original) or "image". Node gradients are scaled by
+    ``node_weights`` [B, N]; edge gradients by ``edge_weights`` [B, E] (paper) or by the min of
+    their endpoints' node weights (resolve).
+    """
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
+    if lambda_per not in LAMBDA_PER:
+        raise ValueError(f"lambda_per: expected one of {LAMBDA_PER}, got {lambda_per!r}")
+    edges, _ = _check_inputs(
+        node_costs, edge_costs, edges, solution.labels.new_zeros(node_costs.shape[2]).bool(),
+        node_weights, lambda_min, lambda_max, num_samples,
+    )  # fmt: skip
+    if edge_weights is not None and edge_weights.shape != edge_costs.shape:
+        raise ValueError(
+            f"edge_weights: expected a tensor {tuple(edge_costs.shape)}, got "
+            f"{_describe(edge_weights)}"
+        )
+    if channel_classes is None:
+        channel_classes = solution.classes
+    opts = _Options(
+        float(lambda_min), float(lambda_max),
+        int(num_samples), backend, generator, validate_local_search(local_search), backward,
+        lambda_per,
+    )  # fmt: skip
+    return _SegmentMasks.apply(
+        node_costs, edge_costs, edges, node_weights, edge_weights, solution, channel_classes, opts
+    )
 
 
 def amwc_segments(
@@ -393,31 +605,37 @@ def amwc_segments(
     node_weights: Tensor | None = None,
     generator: torch.Generator | None = None,
     local_search: bool | str = "fast",
+    backward: str = "resolve",
+    lambda_per: str = "image",
+    edge_weights: Tensor | None = None,
+    min_thing_nodes: int = 0,
 ) -> SegmentBatch:
     """Solve the AMWC of every image and return its panoptic segments, differentiably.
 
     ``node_costs`` [B, N, K] class costs, ``edge_costs`` [B, E] paid when an edge is cut,
     ``edges`` [E, 2] shared by the batch (``grid_graph`` order), ``partitionable`` [K] True for
-    thing classes. ``masks`` carries perturbation gradients (module doc) back to both cost
-    tensors, with ``num_samples`` λ drawn from U[lambda_min, lambda_max] by ``generator``; node
-    gradients are scaled by ``node_weights`` [B, N], edge gradients by the min of their endpoints'
-    weights. ``local_search`` bounds the solver's local search in the forward solve and the
-    backward multiway cuts (see ``solve_amwc``). Results live on ``node_costs``' device; bad
-    shapes or dtypes raise ValueError.
+    thing classes. ``masks`` carries perturbation gradients (module doc; ``backward``,
+    ``lambda_per``, ``node_weights`` and ``edge_weights`` as in :func:`amwc_masks`) back to both
+    cost tensors, with ``num_samples`` λ drawn from U[lambda_min, lambda_max] by ``generator``.
+    ``local_search`` bounds the solver's local search in the forward solve and the backward
+    multiway cuts (see ``solve_amwc``). Results live on ``node_costs``' device; bad shapes or
+    dtypes raise ValueError.
     """
-    edges, partitionable = _check_inputs(
-        node_costs,
-        edge_costs,
-        edges,
-        partitionable,
-        node_weights,
-        lambda_min,
-        lambda_max,
+    _check_inputs(
+        node_costs, edge_costs, edges, partitionable, node_weights, lambda_min, lambda_max,
         num_samples,
-    )
-    opts = _Options(
-        partitionable, float(lambda_min), float(lambda_max), int(num_samples), backend, generator,
-        validate_local_search(local_search),
     )  # fmt: skip
-    out = _AMWCSegments.apply(node_costs, edge_costs, edges, node_weights, opts)
-    return SegmentBatch(*out)
+    solution = amwc_solve(
+        node_costs, edge_costs, edges, partitionable, backend=backend,
+        local_search=local_search, min_thing_nodes=min_thing_nodes,
+    )  # fmt: skip
+    masks = amwc_masks(
+        node_costs, edge_costs, edges, solution, lambda_min=lambda_min, lambda_max=lambda_max,
+        num_samples=num_samples, backward=backward, lambda_per=lambda_per, backend=backend,
+        node_weights=node_weights, edge_weights=edge_weights, generator=generator,
+        local_search=local_search,
+    )  # fmt: skip
+    return SegmentBatch(
+        masks, solution.classes, solution.labels, solution.segments, solution.cut,
+        solution.num_segments,
+    )  # fmt: skip

@@ -291,7 +291,9 @@ def test_paper_surrogate_pools_classes_over_the_batch():
     t_a = iou_a**4 / (iou_a**4 + (1 - iou_a) ** 4)
     fg3, fg2, fg1 = _sigmoid(0.3), _sigmoid(0.2), _sigmoid(0.1)  # σ(0.1·area)
     num_a0, den_a0 = iou_a * t_a * fg3, t_a * fg3 + 0.5 * (1 - t_a)  # TP + ½FN
-    den_a1 = 0.5 * fg1  # ½FP: the unmatched class-1 prediction
+    iou_fp = 0.1 / 1.1  # the unmatched class-1 prediction against its empty ground truth
+    t_fp = iou_fp**4 / (iou_fp**4 + (1 - iou_fp) ** 4)
+    den_a1 = 0.5 * (1 - t_fp) * fg1  # ½FP
     num_b, den_b = fg2, fg2  # IoU 1, t 1: exact pairs, per class
     pooled = 0.5 * (
         (num_a0 + num_b + 0.1) / (den_a0 + den_b + 0.1) + (num_b + 0.1) / (den_a1 + den_b + 0.1)
@@ -307,20 +309,21 @@ def test_paper_surrogate_pools_classes_over_the_batch():
 
 def test_paper_surrogate_matches_every_possible_pair():
     """Paper mode: a thing prediction paired with a gt instance is never a false positive, even
-    with no overlap; the gt then counts as a false negative (1 − t) instead."""
+    with no overlap; the gt then counts as a false negative (1 − t) instead. The foreground
+    probability uses the unweighted area: the prediction's void pixel counts."""
     loss = PQSurrogateLoss([False, True], beta=4.0, mode="paper")
     masks = torch.zeros(1, 4, 2, dtype=torch.float64)
     masks[0, :2, 0] = 1.0
     masks[0, 3, 1] = 1.0  # predicted instance on pixel 3, gt instance on pixel 2
     classes = torch.tensor([[0, 1]])
-    pan = torch.tensor([[1, 1, 2, 3]])
-    sem = torch.tensor([[0, 0, 1, 1]])
+    pan = torch.tensor([[1, 1, 2, 0]])
+    sem = torch.tensor([[0, 0, 1, 255]])
     weights = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)  # pixel 3 is void
     value, _ = loss(masks, classes, pan, sem, weights)
     iou = 0.1 / 1.1  # I 0, U 1 (the prediction has no weighted area)
     t = iou**4 / (iou**4 + (1 - iou) ** 4)
-    fg0 = 0.5  # σ(0.1 · 0)
-    thing = (iou * t * fg0 + 0.1) / (t * fg0 + 0.5 * (1 - t) + 0.1)
+    fg1 = _sigmoid(0.1)  # σ(0.1 · 1): one (void) pixel predicted
+    thing = (iou * t * fg1 + 0.1) / (t * fg1 + 0.5 * (1 - t) + 0.1)
     fg2 = _sigmoid(0.2)
     stuff = (fg2 + 0.1) / (fg2 + 0.1)
     torch.testing.assert_close(

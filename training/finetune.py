@@ -27,7 +27,8 @@ STRIDE_AREA = 16
 
 PAPER_AREA_DIVISOR = 4
 """The original converts its minimum areas to nodes by dividing by the stride, not its square
-(200 px → 50 nodes); the paper surrogate keeps that, so its size gate matches the original's."""
+(200 px → 50 nodes), and stuff areas further by ``finetune.stuff_area_factor`` (2048 → 128); the
+paper surrogate keeps that, so its size gate matches the original's."""
 
 
 def drop_costs(
@@ -71,11 +72,12 @@ class PQObjective:
         self.partitionable = torch.tensor(classes["isthing"], dtype=torch.bool)
         paper = ft.surrogate == "paper"
         per_node = PAPER_AREA_DIVISOR if paper else STRIDE_AREA
+        stuff_per_node = per_node * ft.stuff_area_factor if paper else per_node
         self.pq_loss = PQSurrogateLoss(
             classes["isthing"],
             beta=ft.beta,
             thing_min_area=ev.thing_min_area / per_node,
-            stuff_min_area=ev.stuff_min_area / per_node,
+            stuff_min_area=ev.stuff_min_area / stuff_per_node,
             mode=ft.surrogate,
         )
         self.pixel_loss = PretrainLoss(recipe.loss) if ft.pixel_loss_weight > 0 else None
@@ -96,7 +98,7 @@ class PQObjective:
     def __call__(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         import torch
 
-        from cops.solver import amwc_segments, edge_maps_to_costs
+        from cops.solver import edge_maps_to_costs
 
         tick = time.perf_counter()
         out = model(batch["image"], costs=True)
@@ -108,45 +110,70 @@ class PQObjective:
             node_costs, edge_costs = drop_costs(
                 node_costs, edge_costs, self.finetune.node_dropout, self.finetune.cost_dropout
             )
-        weights = batch["weights_s4"].flatten(1)
-        if self.finetune.weights == "binary":  # the paper: 0 on void (and crowd), 1 elsewhere
-            weights = (weights > 0).to(weights.dtype)
         cnn = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        device = edge_costs.device
-        segments = amwc_segments(
-            node_costs,
-            edge_costs,
-            self.edges(height, width, device),
-            self.partitionable.to(device),
-            lambda_min=self.solver.lambda_min,
-            lambda_max=self.solver.lambda_max,
-            num_samples=self.solver.num_samples,
-            local_search=self.solver.local_search,
-            backend=self.solver.backend,
-            node_weights=weights,
-        )
-        solve = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        pq_loss, parts = self.pq_loss(
-            segments.masks,
-            segments.classes,
-            batch["panoptic_s4"].flatten(1),
-            batch["semantic_s4"].flatten(1),
-            weights,
-        )
+        pq_loss, parts, seconds = self.surrogate(node_costs, edge_costs, (height, width), batch)
         loss = self.finetune.pq_weight * pq_loss
         logged = {"pq_loss": pq_loss.detach(), **parts}
         if self.pixel_loss is not None:
             pixel, pixel_parts = pixel_losses(self.pixel_loss, out, batch)
             loss = loss + self.finetune.pixel_loss_weight * pixel
             logged.update(pixel_parts)
-        seconds = [cnn, solve, time.perf_counter() - tick]
+        seconds = [cnn, *seconds]
         for name, value in zip(("cnn_s", "solve_s", "loss_s"), seconds, strict=True):
             logged[name] = torch.tensor(value, device=loss.device)
         return loss, logged
+
+    def surrogate(
+        self, node_costs: Tensor, edge_costs: Tensor, size: tuple[int, int], batch: dict[str, Any]
+    ) -> tuple[Tensor, dict[str, Tensor], list[float]]:
+        """PQ surrogate of the solver's segments (differentiable w.r.t. both costs), its logged
+        parts and the seconds of the forward solve and of matching + loss.
+
+        The paper surrogate matches the segments first, so that unmatched ground truths become
+        zero loss channels whose classes the paper backward perturbs as well.
+        """
+        from cops.solver import amwc_masks, amwc_solve, edge_maps_to_costs
+
+        tick = time.perf_counter()
+        solver, device = self.solver, edge_costs.device
+        edges = self.edges(*size, device)
+        solution = amwc_solve(
+            node_costs, edge_costs, edges, self.partitionable.to(device),
+            backend=solver.backend, local_search=solver.local_search,
+            min_thing_nodes=self.finetune.min_thing_nodes,
+        )  # fmt: skip
+        solve = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        weights = batch["weights_s4"].flatten(1)
+        if self.finetune.weights == "binary":  # the paper: 0 on void and padding, 1 elsewhere
+            weights = (weights > 0).to(weights.dtype)
+        gt = (batch["panoptic_s4"].flatten(1), batch["semantic_s4"].flatten(1))
+        paper = self.pq_loss.mode == "paper"
+        channels = (
+            self.pq_loss.match(solution.segments, solution.classes, *gt, weights) if paper else None
+        )
+        edge_weights = None
+        if solver.backward == "paper":  # the original's 0/1 boundary weights of fine-tuning
+            edge_weights = edge_maps_to_costs(batch["cut_weights"], self.distances) > 0
+            edge_weights = edge_weights.to(edge_costs.dtype)
+        masks = amwc_masks(
+            node_costs, edge_costs, edges, solution,
+            None if channels is None else channels.classes,
+            lambda_min=solver.lambda_min, lambda_max=solver.lambda_max,
+            num_samples=solver.num_samples, backward=solver.backward,
+            lambda_per=solver.lambda_per, backend=solver.backend, node_weights=weights,
+            edge_weights=edge_weights, local_search=solver.local_search,
+        )  # fmt: skip
+        if channels is None:
+            loss, parts = self.pq_loss(masks, solution.classes, *gt, weights)
+        else:
+            loss = self.pq_loss.paper(masks, channels, weights).loss
+            pred = masks[:, :, : solution.classes.shape[1]]
+            pq = self.pq_loss.hard_pq(pred, solution.classes, *gt, weights)
+            parts = {"soft_pq": 1.0 - loss.detach(), "pq": pq}
+        return loss, parts, [solve, time.perf_counter() - tick]
 
 
 def _schedule(recipe: Recipe) -> TrainConfig:

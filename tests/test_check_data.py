@@ -23,7 +23,7 @@ from cops.datasets.panoptic_io import (
     write_image,
     write_panoptic_png,
 )
-from cops.datasets.recipe_data import ensure_dataset
+from cops.datasets.recipe_data import ensure_dataset, open_split
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, prepare_synthetic
 from cops.errors import DatasetError
 from cops.evaluation.data_check import check_dataset
@@ -242,6 +242,8 @@ def test_training_and_evaluation_stop_on_json_errors(split: SplitPaths):
     recipe = load_recipe("synthetic-tiny", [f"data.root={split.root}", "data.train_split=val"])
     with pytest.raises(DatasetError, match=r"category_id 4242.*cops check-data .* --split val"):
         ensure_dataset(recipe, may_generate=False)
+    with pytest.raises(DatasetError, match=r"category_id 4242"):  # what evaluate opens
+        open_split(load_recipe("synthetic-tiny"), split.root, "val")
     assert check_index(SplitPaths(split.root, "train")).errors == []
 
 

@@ -223,6 +223,47 @@ def _last_crowd_per_category(crowd: np.ndarray, cats: np.ndarray, num: int) -> n
     return result
 
 
+def _check_maps(
+    gt_ids: np.ndarray, pred_ids: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps as given, after checking they are integer [H, W] maps of one size."""
+    for name, arr in (("gt_ids", gt_ids), ("pred_ids", pred_ids)):
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"{where}{name} must be an integer [H, W] map, got {arr.dtype} {arr.shape}"
+            )
+    if gt_ids.shape != pred_ids.shape:
+        raise ValueError(
+            f"{where}prediction size {pred_ids.shape} differs from ground truth {gt_ids.shape}"
+        )
+    return gt_ids, pred_ids
+
+
+def _intersections(
+    gt_ids: np.ndarray, g_id: np.ndarray, pred_ids: np.ndarray, p_id: np.ndarray, where: str
+) -> np.ndarray:
+    """Pixel counts [G + 2, P + 2] of every (ground-truth, predicted) bucket pair: row/column 0
+    is VOID, then the listed segments, then unlisted ids; predicted ids outside the list fail.
+
+    Runs over which both maps are constant, then one weighted bincount over their bucket pairs,
+    give every intersection at once.
+    """
+    n_gt, width = g_id.size, p_id.size + 2
+    lengths, (gt_runs, pred_runs) = segment_runs(gt_ids, pred_ids)
+    key = segment_buckets(gt_runs, g_id, weight=width)
+    key += segment_buckets(pred_runs, p_id)
+    table = np.bincount(key, weights=lengths, minlength=(n_gt + 2) * width)
+    table = table.astype(np.int64).reshape(n_gt + 2, width)  # exact: counts are below 2**53
+    if table[:, -1].any():
+        listed_or_void = np.concatenate(([VOID_ID], p_id))
+        stray = np.setdiff1d(np.unique(pred_ids), listed_or_void)
+        raise ValueError(
+            f"{where}predicted segment ids {stray[:5].tolist()} are in the map but not listed "
+            "in the segments"
+        )
+    return table
+
+
 def image_pq_stats(
     gt_ids: np.ndarray,
     gt_segments: Sequence[dict[str, Any]],
@@ -244,36 +285,12 @@ def image_pq_stats(
     categories = (
         category_ids if isinstance(category_ids, CategoryIndex) else CategoryIndex(category_ids)
     )
-    gt_ids, pred_ids = np.asarray(gt_ids), np.asarray(pred_ids)
-    for name, arr in (("gt_ids", gt_ids), ("pred_ids", pred_ids)):
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"{where}{name} must be an integer [H, W] map, got {arr.dtype} {arr.shape}"
-            )
-    if gt_ids.shape != pred_ids.shape:
-        raise ValueError(
-            f"{where}prediction size {pred_ids.shape} differs from ground truth {gt_ids.shape}"
-        )
+    gt_ids, pred_ids = _check_maps(np.asarray(gt_ids), np.asarray(pred_ids), where)
     g_id, g_cat = _segment_table(gt_segments, categories, "ground-truth", where)
     p_id, p_cat = _segment_table(pred_segments, categories, "predicted", where)
     g_crowd = np.asarray([bool(s.get("iscrowd", 0)) for s in gt_segments], dtype=bool)
     n_gt, n_pred, k = g_id.size, p_id.size, len(categories)
-
-    # Runs over which both maps are constant, then one weighted bincount over their
-    # (gt bucket, pred bucket) pairs, give every intersection at once.
-    width = n_pred + 2
-    lengths, (gt_runs, pred_runs) = segment_runs(gt_ids, pred_ids)
-    key = segment_buckets(gt_runs, g_id, weight=width)
-    key += segment_buckets(pred_runs, p_id)
-    table = np.bincount(key, weights=lengths, minlength=(n_gt + 2) * width)
-    table = table.astype(np.int64).reshape(n_gt + 2, width)  # exact: counts are below 2**53
-    if table[:, -1].any():
-        listed_or_void = np.concatenate(([VOID_ID], p_id))
-        stray = np.setdiff1d(np.unique(pred_ids), listed_or_void)
-        raise ValueError(
-            f"{where}predicted segment ids {stray[:5].tolist()} are in the map but not listed "
-            "in the segments"
-        )
+    table = _intersections(gt_ids, g_id, pred_ids, p_id, where)
     pred_area = table[:, 1:-1].sum(axis=0)
     if (pred_area == 0).any():
         absent = p_id[pred_area == 0]

@@ -123,6 +123,45 @@ class _Index:
     seg_bboxes: np.ndarray
 
 
+def _annotations_by_image(
+    parse: _JsonParser, annotations: list[Any]
+) -> dict[int | str, dict[str, Any]]:
+    """The split's annotations by image id; a second annotation for one image fails."""
+    by_image: dict[int | str, dict[str, Any]] = {}
+    for i, ann in enumerate(annotations):
+        image_id = parse.get(ann, "image_id", (int, str), f"annotations[{i}]")
+        if image_id in by_image:
+            parse.fail(f"annotations[{i}]: second annotation for image id {image_id!r}")
+        by_image[image_id] = ann
+    return by_image
+
+
+def _parse_segments(
+    parse: _JsonParser, segments: list[Any], where: str, meta: CategoryInfo
+) -> list[tuple[int, int, int | float, list, bool]]:
+    """(id, category_id, area, bbox, iscrowd) of one annotation's checked segments_info."""
+    rows = []
+    ids_here: set[int] = set()
+    for j, seg in enumerate(segments):
+        seg_where = f"{where}, segments_info[{j}]"
+        seg_id = parse.get(seg, "id", int, seg_where)
+        if seg_id <= VOID_ID:
+            parse.fail(f"{seg_where}: segment id must be positive, got {seg_id}")
+        if seg_id in ids_here:
+            parse.fail(f"{seg_where}: duplicate segment id {seg_id}")
+        ids_here.add(seg_id)
+        category = parse.get(seg, "category_id", int, seg_where)
+        if category not in meta.id_to_train:
+            known = ", ".join(str(c) for c in meta.category_ids)
+            parse.fail(f"{seg_where}: unknown category_id {category} (known: {known})")
+        bbox = parse.get(seg, "bbox", list, seg_where)
+        if len(bbox) != 4:
+            parse.fail(f"{seg_where}: 'bbox' must have 4 numbers, got {bbox}")
+        area = parse.get(seg, "area", (int, float), seg_where)
+        rows.append((seg_id, category, area, bbox, bool(seg.get("iscrowd", 0))))
+    return rows
+
+
 def _parse_index(paths: SplitPaths) -> tuple[CategoryInfo, _Index]:
     """Read and check the split's JSON: keys, types, image/annotation pairing, segment ids."""
     data = read_json(paths.json)
@@ -136,13 +175,7 @@ def _parse_index(paths: SplitPaths) -> tuple[CategoryInfo, _Index]:
             parse.fail(f"'{key}' must be a list")
     meta = CategoryInfo.from_json(data["categories"], paths.json)
 
-    annotations: dict[int | str, dict[str, Any]] = {}
-    for i, ann in enumerate(data["annotations"]):
-        image_id = parse.get(ann, "image_id", (int, str), f"annotations[{i}]")
-        if image_id in annotations:
-            parse.fail(f"annotations[{i}]: second annotation for image id {image_id!r}")
-        annotations[image_id] = ann
-
+    annotations = _annotations_by_image(parse, data["annotations"])
     image_ids, file_names, png_names, sizes, offsets = [], [], [], [], [0]
     seg_ids, seg_cats, seg_crowd, seg_areas, seg_bboxes = [], [], [], [], []
     seen_images: set[int | str] = set()
@@ -162,27 +195,14 @@ def _parse_index(paths: SplitPaths) -> tuple[CategoryInfo, _Index]:
             parse.fail(f"image {image_id!r} ({file_name}) has no annotation")
         where = f"annotation of image {image_id!r}"
         png_name = parse.get(ann, "file_name", str, where)
-        ids_here: set[int] = set()
-        for j, seg in enumerate(parse.get(ann, "segments_info", list, where)):
-            seg_where = f"{where} ({png_name}), segments_info[{j}]"
-            seg_id = parse.get(seg, "id", int, seg_where)
-            if seg_id <= VOID_ID:
-                parse.fail(f"{seg_where}: segment id must be positive, got {seg_id}")
-            if seg_id in ids_here:
-                parse.fail(f"{seg_where}: duplicate segment id {seg_id}")
-            ids_here.add(seg_id)
-            category = parse.get(seg, "category_id", int, seg_where)
-            if category not in meta.id_to_train:
-                known = ", ".join(str(c) for c in meta.category_ids)
-                parse.fail(f"{seg_where}: unknown category_id {category} (known: {known})")
-            bbox = parse.get(seg, "bbox", list, seg_where)
-            if len(bbox) != 4:
-                parse.fail(f"{seg_where}: 'bbox' must have 4 numbers, got {bbox}")
+        for seg_id, category, area, bbox, crowd in _parse_segments(
+            parse, parse.get(ann, "segments_info", list, where), f"{where} ({png_name})", meta
+        ):
             seg_ids.append(seg_id)
             seg_cats.append(category)
-            seg_areas.append(parse.get(seg, "area", (int, float), seg_where))
+            seg_areas.append(area)
             seg_bboxes.append(bbox)
-            seg_crowd.append(bool(seg.get("iscrowd", 0)))
+            seg_crowd.append(crowd)
         image_ids.append(image_id)
         file_names.append(file_name)
         png_names.append(png_name)

@@ -369,3 +369,26 @@ def test_our_semantic_and_scores_differ_on_the_capture() -> None:
     scores = np.array([s["score"] for s in pred.segments if s["isthing"]])
     assert np.all((scores >= 0) & (scores <= 1))
     assert not np.allclose(np.sort(scores), np.sort(ref["img0_instance_score"]), atol=1e-3)
+
+
+def test_logits_from_costs_inverts_the_cost_scalars() -> None:
+    """The paper score reads logits back from the cost maps (what predictors and exports hold)."""
+    from cops.inference.instance_score import logits_from_costs
+    from cops.models.costs import AffineCosts
+
+    torch.manual_seed(0)
+    costs = AffineCosts([1, 4])
+    with torch.no_grad():
+        costs.a.fill_(0.7)
+        costs.b.fill_(-0.3)
+        costs.alpha.copy_(torch.tensor([-1.5, 0.5]))
+        costs.beta.copy_(torch.tensor([0.2, -0.1]))
+    semantic, boundary = torch.randn(1, 3, 5, 6), torch.randn(1, 4, 5, 6)
+    with torch.no_grad():
+        node, edge = costs.node_cost_maps(semantic)[0], costs.edge_costs(boundary)[0]
+    s = costs.scalars()
+    got = logits_from_costs(node.numpy(), edge.numpy(), s["a"], s["b"], s["alpha"], s["beta"])
+    np.testing.assert_allclose(got[0], semantic[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[1], boundary[0].numpy(), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="non-zero"):
+        logits_from_costs(node.numpy(), edge.numpy(), 0.0, 0.0, s["alpha"], s["beta"])

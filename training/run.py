@@ -107,6 +107,32 @@ def recipe_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     ]
 
 
+def _check_resume_changes(stored: dict[str, Any], resolved: dict[str, Any], last: Path) -> None:
+    """Refuse to resume `last` (recipe `stored`) with another network; warn about other changes."""
+    changes = recipe_changes(stored, resolved)
+    network = [c for c in changes if c.startswith("model.") and c.split(":")[0] not in SAME_TENSORS]
+    if network:
+        raise CopsError(
+            f"--resume: {last} holds another network than the recipe asks for "
+            f"({'; '.join(network)}); drop those --set options, or start a new run from its "
+            f"weights with --weights {last} and another --out"
+        )
+    if changes:
+        log.warning("resuming with recipe changes: %s", "; ".join(changes))
+
+
+def _with_data_and_seed(recipe: Recipe, data: Path | None, seed: int | None) -> tuple[Recipe, bool]:
+    """The recipe reading `data` and seeded with `seed` where given, and whether its data root
+    is still its own (only then may the synthetic dataset be generated into it)."""
+    own_data = data is None or Path(data) == Path(recipe.data.root)
+    if data is not None:
+        data_cfg = dataclasses.replace(recipe.data, root=str(data))
+        recipe = dataclasses.replace(recipe, data=data_cfg)
+    if seed is not None:
+        recipe = dataclasses.replace(recipe, seed=seed)
+    return recipe, own_data
+
+
 def resolve_run(
     *,
     recipe: str | None,
@@ -158,25 +184,9 @@ def resolve_run(
                 "continue it, or choose another --out"
             )
         resolved = load_recipe(recipe or DEFAULT_RECIPE, overrides or [])
-    own_data = data is None or Path(data) == Path(resolved.data.root)
-    if data is not None:
-        data_cfg = dataclasses.replace(resolved.data, root=str(data))
-        resolved = dataclasses.replace(resolved, data=data_cfg)
-    if seed is not None:
-        resolved = dataclasses.replace(resolved, seed=seed)
+    resolved, own_data = _with_data_and_seed(resolved, data, seed)
     if resume:
-        changes = recipe_changes(stored, resolved.to_dict())
-        network = [
-            c for c in changes if c.startswith("model.") and c.split(":")[0] not in SAME_TENSORS
-        ]
-        if network:
-            raise CopsError(
-                f"--resume: {last} holds another network than the recipe asks for "
-                f"({'; '.join(network)}); drop those --set options, or start a new run from its "
-                f"weights with --weights {last} and another --out"
-            )
-        if changes:
-            log.warning("resuming with recipe changes: %s", "; ".join(changes))
+        _check_resume_changes(stored, resolved.to_dict(), last)
     if weights is not None and not weights.is_file():
         raise CopsError(f"--weights {weights}: file not found")
     if reinit_head and weights is None:

@@ -551,9 +551,9 @@ def recipe_name(name_or_path: str) -> str:
     return Path(name_or_path).name.removesuffix(".yaml").removesuffix(".yml")
 
 
-def _check_values(recipe: Recipe) -> None:
-    """Range checks that types alone cannot express."""
-    checks = [
+def _data_model_checks(recipe: Recipe) -> list[tuple[bool, str, str]]:
+    """(holds, key, what is expected) for the seed, data and model sections."""
+    return [
         (0 <= recipe.seed <= MAX_SEED, "seed", "a non-negative integer (at most 2**63 - 1)"),
         (
             len(recipe.data.crop_size) == 2 and min(recipe.data.crop_size) > 0,
@@ -590,6 +590,12 @@ def _check_values(recipe: Recipe) -> None:
             "model.size_divisibility",
             "a positive multiple of 4 (the stride of the cost maps)",
         ),
+    ]
+
+
+def _training_checks(recipe: Recipe) -> list[tuple[bool, str, str]]:
+    """(holds, key, what is expected) for the loss and train sections."""
+    return [
         (0 < recipe.loss.semantic_top_k <= 1, "loss.semantic_top_k", "a fraction in (0, 1]"),
         (0 < recipe.loss.boundary_top_k <= 1, "loss.boundary_top_k", "a fraction in (0, 1]"),
         (recipe.train.iterations > 0, "train.iterations", "a positive integer"),
@@ -609,6 +615,12 @@ def _check_values(recipe: Recipe) -> None:
         (recipe.train.poly_power >= 0, "train.poly_power", "a non-negative number"),
         (recipe.train.weight_decay >= 0, "train.weight_decay", "a non-negative number"),
         (0 <= recipe.train.momentum < 1, "train.momentum", "a number in [0, 1)"),
+    ]
+
+
+def _solver_finetune_checks(recipe: Recipe) -> list[tuple[bool, str, str]]:
+    """(holds, key, what is expected) for the solver, finetune, data loading and eval sections."""
+    return [
         (
             0 < recipe.solver.lambda_min <= recipe.solver.lambda_max,
             "solver.lambda_min/lambda_max",
@@ -647,7 +659,12 @@ def _check_values(recipe: Recipe) -> None:
             "[shortest, longest] with 0 < shortest <= longest, or null",
         ),
     ]
-    for ok, key, expected in checks:
+
+
+def _check_values(recipe: Recipe) -> None:
+    """Range checks that types alone cannot express, section by section."""
+    checks = _data_model_checks(recipe) + _training_checks(recipe)
+    for ok, key, expected in checks + _solver_finetune_checks(recipe):
         if not ok:
             raise RecipeError(f"{key}: expected {expected}")
     _check_distances_fit_crop(recipe)

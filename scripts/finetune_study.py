@@ -56,6 +56,11 @@ def _paper_finetune_sets(pixel_loss_weight: float) -> list[str]:
 VARIANTS: dict[str, list[str]] = {
     "paper": _paper_finetune_sets(0.0),
     "paper-pixel": _paper_finetune_sets(1.0),
+    "paper-resolve": [
+        *_paper_finetune_sets(0.0),
+        'solver.backward="resolve"',
+        'solver.lambda_per="image"',
+    ],
     "paper-surrogate": ["finetune.surrogate=paper", "finetune.weights=binary"],
     "paper-trainable": [
         s
@@ -64,7 +69,8 @@ VARIANTS: dict[str, list[str]] = {
     ],
 }
 """Fine-tuning variants: ``paper`` is the original's fine-tuning exactly (PQ loss alone),
-``paper-pixel`` the same with the per-pixel losses at weight 1 beside it; ``paper-surrogate``
+``paper-pixel`` the same with the per-pixel losses at weight 1 beside it, ``paper-resolve`` the
+same with our backward pass (a re-solved λ = 0 reference, λ per image); ``paper-surrogate``
 and ``paper-trainable`` change one row of issue 12 each (the surrogate with its 0/1 weights;
 what trains at which rate) on top of the recipe."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -51,14 +52,25 @@ def write_panoptic_png(path: Path, ids: np.ndarray) -> None:
     write_image(Path(path), id2rgb(ids))
 
 
+def _not_a_file(path: Path) -> str:
+    """Why `path`, which is not a regular file, cannot be read as an image."""
+    if path.is_dir():
+        return "a folder, not an image file"
+    if not path.is_symlink():
+        return "image file not found"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (following its links leads back to them); fix the link"
+    return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+
+
 def _decode(path: Path, flags: int) -> np.ndarray:
     """Decode an image file with OpenCV `flags`; every failure is a DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
-        if path.is_symlink():
-            target = os.readlink(path)
-            raise DatasetError(f"{path}: broken symbolic link (its target {target} does not exist)")
-        raise DatasetError(f"{path}: image file not found")
+        raise DatasetError(f"{path}: {_not_a_file(path)}")
     data = np.fromfile(path, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, flags) if data.size else None

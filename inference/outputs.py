@@ -14,7 +14,7 @@ replaced: an interrupted re-run leaves no JSON that no longer matches the PNGs b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,7 @@ from cops.datasets.panoptic_io import (
     write_panoptic_png,
 )
 from cops.files import atomic_write_json
+from cops.inference.output_claims import OutputClaims
 from cops.inference.result import PanopticPrediction
 
 __all__ = ["ClassTable", "PredictionWriter", "render_overlay"]
@@ -239,6 +240,7 @@ class PredictionWriter:
         self.overlay = overlay
         self.panoptic_dir = self.out / panoptic_dir
         self.json_path = self.out / json_name
+        self._claims = OutputClaims(self.out, json_name, [panoptic_dir, OVERLAY_DIR])
         self._images: list[dict[str, Any]] = []
         self._annotations: list[dict[str, Any]] = []
         self._names: set[str] = set()
@@ -258,6 +260,17 @@ class PredictionWriter:
             self.close()
         else:
             self._closed = True
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Check, before anything is written, that writing `names` (and the JSON) replaces only
+        earlier predictions (see :class:`~cops.inference.output_claims.OutputClaims`)."""
+        folder = self.panoptic_dir.relative_to(self.out).as_posix()
+        files = [self.json_path.name]
+        for name in map(_check_name, names):
+            files.append(f"{folder}/{name}.png")
+            if self.overlay:
+                files.append(f"{OVERLAY_DIR}/{name}.png")
+        self._claims.claim(files)
 
     def write(
         self,
@@ -309,6 +322,7 @@ class PredictionWriter:
         overlay = None
         if self.overlay:
             overlay = render_overlay(image, prediction, self.table)
+        self.claim([name])
         if not self._old_json_removed:
             self.json_path.unlink(missing_ok=True)  # it would describe PNGs about to change
             self._old_json_removed = True

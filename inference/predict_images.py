@@ -14,7 +14,7 @@ from pathlib import Path
 from cops.datasets.panoptic_io import read_image
 from cops.device import resolve_device
 from cops.errors import CopsError, DatasetError
-from cops.inference.image_files import find_images
+from cops.inference.image_files import check_apart, find_images
 from cops.inference.outputs import PredictionWriter
 from cops.inference.predictor import Predictor
 
@@ -65,12 +65,14 @@ def predict_images(
     """
     if (checkpoint is None) == (model is None):  # the options first, then the files
         raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
+    check_apart(Path(inputs), Path(out))
     files = find_images(inputs)
     predictor = _load_predictor(checkpoint, model, device, backend, test_size)
     result = ImagesPrediction()
     if progress is not None:
         progress(0, len(files))
     with PredictionWriter(out, predictor.metadata["classes"], overlay=overlay) as writer:
+        writer.claim([name for _, name in files])
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             batch, images = [], []

@@ -16,6 +16,7 @@ from panopticapi.evaluation import pq_compute_single_core
 from cops.datasets.panoptic_io import read_image, read_panoptic_png
 from cops.errors import CopsError, DatasetError
 from cops.inference.image_files import IMAGE_SUFFIXES, find_images
+from cops.inference.output_claims import RECORD
 from cops.inference.outputs import PredictionWriter, render_overlay
 from cops.inference.result import PanopticPrediction
 
@@ -51,7 +52,9 @@ def _image(height: int = 40, width: int = 60, seed: int = 0) -> np.ndarray:
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """The files below `root`, without the writer's record of its own outputs."""
+    files = (p for p in root.rglob("*") if p.is_file() and p.name != RECORD)
+    return sorted(p.relative_to(root).as_posix() for p in files)
 
 
 def test_writer_png_json_and_overlay(tmp_path):
@@ -157,7 +160,7 @@ def test_writer_atomic_and_no_json_after_error(tmp_path):
     assert _files(tmp_path) == ["panoptic/one.png"]
     writer = PredictionWriter(tmp_path / "b", CLASSES)
     writer.write("x", _prediction())
-    assert not any(p.name.startswith(".") for p in (tmp_path / "b").rglob("*"))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "b").rglob("*") if p.name != RECORD)
     assert writer.close() == tmp_path / "b" / "panoptic.json"
     assert writer.close() == tmp_path / "b" / "panoptic.json"
     with pytest.raises(ValueError, match="closed"):

@@ -11,6 +11,7 @@ gradients; Adam's first step, g/|g|, would magnify rounding of near-zero gradien
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 from _training import FAST, metrics, run_pretrain, tiny_dataset
-from _workers import fail_on_rank_one
+from _workers import fail_on_rank_one, pooled_surrogate_case, pooled_surrogate_on_rank
 
 from cops.errors import CopsError
 from cops.models.build import load_checkpoint
+from cops.models.paper_pq import paper_surrogate
 from cops.training.checkpoint import LAST
 from cops.training.distributed import launch_local
 
@@ -90,3 +92,23 @@ def test_launcher_reports_a_worker_error_and_restores_signal_handlers():
     with pytest.raises(CopsError, match=r"^bad input \(rank 1\)$"):
         launch_local(2, fail_on_rank_one, "bad input")
     assert [signal.getsignal(sig) for sig in handled] == before
+
+
+@pytest.mark.slow
+def test_paper_surrogate_pools_classes_over_all_processes(tmp_path: Path):
+    """Two gloo processes with one image each give the one-process loss of both images, and each
+    the gradient of that loss w.r.t. its own image's predictions."""
+    launch_local(2, pooled_surrogate_on_rank, str(tmp_path))
+    pred, channels, weights, min_area = pooled_surrogate_case()
+    pred.requires_grad_(True)
+    loss = paper_surrogate(pred, channels, weights, min_area).loss
+    loss.backward()
+    for rank in range(2):
+        out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(out["loss"], loss.detach())
+        torch.testing.assert_close(out["grad"][0], pred.grad[rank])
+    first = dataclasses.replace(
+        channels, gt=channels.gt[:1], classes=channels.classes[:1], num_pred=channels.num_pred[:1]
+    )
+    alone = paper_surrogate(pred[:1].detach(), first, weights[:1], min_area)
+    assert abs(float(alone.loss) - float(loss)) > 1e-3  # pooling matters on this batch

@@ -22,7 +22,7 @@ from cops.datasets.panoptic_io import read_json
 from cops.datasets.prepared import CategoryInfo, class_metadata
 from cops.errors import CopsError
 from cops.files import atomic_save
-from cops.models.backbone import BackboneInitWarning, DeepLabResNet
+from cops.models.backbone import BackboneInitWarning, ResNetBackbone
 from cops.models.build import FORMAT, VERSION
 from cops.models.network import SemanticBoundaryNet
 from cops.models.original_import import convert_backbone, convert_original, read_original_file
@@ -118,7 +118,7 @@ def import_backbone(source: Path, out: Path, backbone: str = "resnet50") -> Impo
     """Convert a DeepLab ImageNet backbone (``R-52.pkl``) to a backbone state dict file."""
     source = Path(source)
     original = read_original_file(source)
-    converted = convert_backbone(original, DeepLabResNet(backbone).state_dict(), str(source))
+    converted = convert_backbone(original, ResNetBackbone(backbone).state_dict(), str(source))
     atomic_save({f"backbone.{k}": v for k, v in converted.state.items()}, out)
     return ImportResult(Path(out), len(converted.state), converted.dropped)
 

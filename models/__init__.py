@@ -3,12 +3,11 @@
 from cops.models.backbone import (
     BACKBONES,
     BackboneInitWarning,
-    DeepLabResNet,
+    ResNetBackbone,
     WeightsError,
-    build_backbone,
     freeze_batchnorm,
-    load_backbone_weights,
 )
+from cops.models.backbone_weights import build_backbone, load_backbone_weights
 from cops.models.costs import AffineCosts
 from cops.models.decoder import ASPP, DeepLabDecoder
 from cops.models.heads import BoundaryHead, SemanticHead
@@ -24,9 +23,9 @@ __all__ = [
     "BoundaryHead",
     "CostMapNet",
     "DeepLabDecoder",
-    "DeepLabResNet",
     "PQSurrogateLoss",
     "PretrainLoss",
+    "ResNetBackbone",
     "SemanticBoundaryNet",
     "SemanticHead",
     "WeightsError",

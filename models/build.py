@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cops.errors import CopsError
-from cops.models.backbone import BackboneInitWarning, WeightsError, load_backbone_weights
+from cops.models.backbone import BackboneInitWarning, WeightsError, from_detectron2_names
+from cops.models.backbone_weights import load_backbone_weights
 from cops.models.network import SemanticBoundaryNet
+from cops.models.torchvision_weights import is_torchvision_name
 
 if TYPE_CHECKING:
     from cops.recipes.schema import ModelConfig
@@ -122,11 +124,14 @@ def load_model_weights(
     warning. Returns what was loaded.
     """
     path = Path(path)
+    if is_torchvision_name(path):
+        load_backbone_weights(model.backbone, str(path))
+        return f"backbone weights {path}"
     obj = _load_tensors(path, WeightsError, "torch weights", mmap=True)
     if not is_checkpoint(obj):
         load_backbone_weights(model.backbone, path)
         return f"backbone weights from {path}"
-    state = dict(obj["model"])
+    state = from_detectron2_names(obj["model"], "backbone.")
     axes = dict(axes or {})
     note = ""
     theirs = list((obj.get("classes") or {}).get("names", []))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from cops.models.backbone import build_backbone
+from cops.models.backbone import MULTI_GRID
+from cops.models.backbone_weights import build_backbone
 from cops.models.costs import AffineCosts
 from cops.models.decoder import DeepLabDecoder
 from cops.models.heads import BoundaryHead, SemanticHead
@@ -38,6 +39,8 @@ class SemanticBoundaryNet(nn.Module):
     ``aspp_pool_size`` is the image-pooling window on the stride-``output_stride`` map: the
     training crop divided by the output stride in the original, ``None`` for a global pool.
     ``aspp_dropout`` drops the ASPP outputs of both decoders in train mode (0.1 in the paper).
+    ``stem``, ``multi_grid``, ``dilation_style`` and ``reinit_stem`` shape the backbone
+    (:class:`~cops.models.backbone.ResNetBackbone`).
     """
 
     def __init__(
@@ -50,6 +53,11 @@ class SemanticBoundaryNet(nn.Module):
         decoder_channels: int = 256,
         aspp_pool_size: Sequence[int] | None = None,
         weights_path: str | Path | None = None,
+        *,
+        stem: str = "deeplab",
+        multi_grid: Sequence[int] = MULTI_GRID,
+        dilation_style: str = "deeplab",
+        reinit_stem: bool = False,
         aspp_dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -62,7 +70,15 @@ class SemanticBoundaryNet(nn.Module):
             raise ValueError(f"decoder_channels must be a multiple of 8, got {decoder_channels}")
         self.num_classes = int(num_classes)
         self.edge_distances = distances
-        self.backbone = build_backbone(backbone, output_stride, weights_path)
+        self.backbone = build_backbone(
+            backbone,
+            output_stride,
+            weights_path,
+            stem=stem,
+            multi_grid=tuple(multi_grid),
+            dilation_style=dilation_style,
+            reinit_stem=reinit_stem,
+        )
         channels = self.backbone.channels
         width = int(decoder_channels)
         decoder = (channels, width, aspp_rates, aspp_pool_size, aspp_dropout)
@@ -85,6 +101,10 @@ class SemanticBoundaryNet(nn.Module):
             aspp_pool_size=model_cfg.aspp_pool_size,
             aspp_dropout=model_cfg.aspp_dropout,
             weights_path=model_cfg.backbone_weights,
+            stem=model_cfg.stem,
+            multi_grid=model_cfg.multi_grid,
+            dilation_style=model_cfg.dilation_style,
+            reinit_stem=model_cfg.reinit_stem,
         )
 
     def forward(self, image: Tensor, costs: bool = False) -> dict[str, Tensor]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cops.models.backbone import WeightsError
+from cops.models.backbone import WeightsError, detectron2_backbone_key
 
 __all__ = [
     "ConvertedWeights",
@@ -51,7 +51,6 @@ _HEAD_RULES = [
     (r"sem_seg_head\.predictor\.", "semantic_head.classifier."),
     (r"AFF_EMBED_head\.affinity_head\.", "boundary_head.trunk."),
     (r"AFF_EMBED_head\.classifiers\.", "boundary_head.classifiers."),
-    (r"backbone\.", "backbone."),
 ]
 _COST_KEY = re.compile(r"amwc_layer\.(seg_cost_weights|edge_costs_weights)\.(\d+)$")
 NORMALISATION_KEYS = ("pixel_mean", "pixel_std")
@@ -192,6 +191,9 @@ def read_original_file(path: str | Path) -> dict[str, Tensor]:
 
 def _rename(key: str) -> str | None:
     """Our name of an original network key, or None when no rule covers it."""
+    if key.startswith("backbone."):
+        renamed = detectron2_backbone_key(key.removeprefix("backbone."))
+        return None if renamed is None else f"backbone.{renamed}"
     for pattern, replacement in _HEAD_RULES:
         renamed, count = re.subn("^" + pattern, replacement, key)
         if count:
@@ -301,8 +303,9 @@ def convert_original(
 def convert_backbone(
     original: Mapping[str, Tensor], own: Mapping[str, Tensor], source: str
 ) -> ConvertedWeights:
-    """An ImageNet backbone file (``stem.*``, ``res2.*`` … keys, optionally under ``backbone.``)
-    as a state dict of :class:`~cops.models.backbone.DeepLabResNet` (keys without prefix).
+    """An ImageNet backbone file in detectron2's names (``stem.*``, ``res2.*`` … keys, optionally
+    under ``backbone.``) as a state dict of :class:`~cops.models.backbone.ResNetBackbone` with
+    the DeepLab stem (keys without prefix).
 
     The ImageNet classifier (``fc.*``/``linear.*``) is dropped and reported; any other key that is
     not a backbone key fails the conversion, as does a backbone key the file lacks.
@@ -314,8 +317,8 @@ def convert_backbone(
         name = key.removeprefix("backbone.")
         if _CLASSIFIER.match(name):
             dropped[key] = "the ImageNet classifier (not part of the segmentation network)"
-        elif name.startswith(("stem.", "res2.", "res3.", "res4.", "res5.")):
-            state[name] = _as_float(value)
+        elif (renamed := detectron2_backbone_key(name)) is not None:
+            state[renamed] = _as_float(value)
         else:
             unmapped.append(key)
     _check_against(state, own, unmapped, source, "the backbone")

@@ -83,13 +83,23 @@ class ModelConfig:
     ``aspp_pool_size`` is the ASPP image-pooling window [h, w] on the stride-``output_stride``
     map, the training crop divided by the output stride in the original (null: global pooling).
     ``size_divisibility`` pads inputs bottom/right to multiples of it (after normalisation).
-    ``backbone_weights`` is a backbone file (e.g. from ``cops import-checkpoint --backbone-only``);
-    without one the backbone starts from random weights.
+    ``backbone_weights`` is a backbone file (from ``cops import-checkpoint --backbone-only``, or a
+    torchvision ResNet state dict) or ``torchvision:TAG`` (e.g. ``torchvision:IMAGENET1K_V2``,
+    downloaded by torch); without one the backbone starts from random weights. ``stem``: the
+    paper's ``deeplab`` stem (three 3×3 convs) or ``torchvision``'s 7×7 one, which torchvision
+    weights need (``reinit_stem: true`` loads them into the other stem, starting it anew).
+    ``multi_grid``: dilation multipliers of the last stage's blocks (paper [1, 2, 4]);
+    ``dilation_style: torchvision`` keeps a dilated stage's first block at the previous rate, as
+    torchvision's ``replace_stride_with_dilation`` does.
     """
 
     backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
     output_stride: Literal[8, 16] = 16
     backbone_weights: str | None = None
+    stem: Literal["deeplab", "torchvision"] = "deeplab"
+    multi_grid: list[int] = field(default_factory=lambda: [1, 2, 4])
+    dilation_style: Literal["deeplab", "torchvision"] = "deeplab"
+    reinit_stem: bool = False
     edge_distances: list[int] = field(default_factory=lambda: [1, 4, 16, 32, 64])
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])
     aspp_pool_size: list[int] | None = None
@@ -573,6 +583,11 @@ def _data_model_checks(recipe: Recipe) -> list[tuple[bool, str, str]]:
             "model.edge_distances",
             "a non-empty list of distinct positive integers "
             f"(got {recipe.model.edge_distances}; each distance is one set of boundary maps)",
+        ),
+        (
+            len(recipe.model.multi_grid) > 0 and min(recipe.model.multi_grid) > 0,
+            "model.multi_grid",
+            "a non-empty list of positive integers, e.g. [1, 2, 4]",
         ),
         (
             recipe.model.aspp_pool_size is None

@@ -12,7 +12,7 @@ import torch
 
 from cops.errors import CopsError
 from cops.files import atomic_save
-from cops.models import BackboneInitWarning, DeepLabResNet, SemanticBoundaryNet, WeightsError
+from cops.models import BackboneInitWarning, ResNetBackbone, SemanticBoundaryNet, WeightsError
 from cops.models.build import FORMAT, load_checkpoint, load_model_weights
 from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
 
@@ -82,14 +82,14 @@ def test_load_checkpoint_names_bad_files(tmp_path: Path):
 def test_weights_from_backbone_state_dict(tmp_path: Path):
     reference = {
         f"backbone.{k}": torch.randn_like(v.float()).to(v.dtype)
-        for k, v in DeepLabResNet("resnet18").state_dict().items()
+        for k, v in ResNetBackbone("resnet18").state_dict().items()
     }
     torch.save(reference, tmp_path / "resnet18.pth")
     net = _net()
     assert "backbone weights" in load_model_weights(net, tmp_path / "resnet18.pth")
-    got = net.backbone.res5[1].conv2.weight
-    assert torch.equal(got, reference["backbone.res5.1.conv2.weight"])
-    torch.save(DeepLabResNet("resnet34").state_dict(), tmp_path / "r34.pth")
+    got = net.backbone.layer4[1].conv2.weight
+    assert torch.equal(got, reference["backbone.layer4.1.conv2.weight"])
+    torch.save(ResNetBackbone("resnet34").state_dict(), tmp_path / "r34.pth")
     with pytest.raises(WeightsError, match="r34.pth: weights do not fit backbone resnet18"):
         load_model_weights(_net(), tmp_path / "r34.pth")
 

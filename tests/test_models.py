@@ -12,7 +12,7 @@ from torch import nn
 from cops.models import (
     AffineCosts,
     BackboneInitWarning,
-    DeepLabResNet,
+    ResNetBackbone,
     SemanticBoundaryNet,
     WeightsError,
     build_backbone,
@@ -61,7 +61,7 @@ def test_output_shapes_are_ceil_quarter(nets, output_stride, size):
 
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_backbone_feature_strides(output_stride):
-    backbone = DeepLabResNet("resnet18", output_stride).eval()
+    backbone = ResNetBackbone("resnet18", output_stride).eval()
     with torch.no_grad():
         res2, res3, res5 = backbone(torch.randn(1, 3, 67, 131))
     assert res2.shape == (1, 64, 17, 33)
@@ -72,13 +72,18 @@ def test_backbone_feature_strides(output_stride):
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_deeplab_stem_and_multi_grid(output_stride):
     """Three 3×3 stem convs (the first of stride 2), stride in the 3×3 conv, res5 multi-grid."""
-    net = DeepLabResNet("resnet50", output_stride)
-    stem = [(c.in_channels, c.out_channels, c.stride) for c in net.stem.children()]
-    assert stem == [(3, 64, (2, 2)), (64, 64, (1, 1)), (64, 128, (1, 1))]
-    assert net.res3[0].conv2.stride == (2, 2) and net.res3[0].conv1.stride == (1, 1)
+    net = ResNetBackbone("resnet50", output_stride)
+    convs = [c for c in net.stem if isinstance(c, nn.Conv2d)]
+    stem = [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs]
+    assert stem == [(3, 64, (3, 3), (2, 2)), (64, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1))]
+    assert net.layer1[0].conv1.in_channels == 128
+    assert net.layer2[0].conv2.stride == (2, 2) and net.layer2[0].conv1.stride == (1, 1)
     base = 2 if output_stride == 16 else 4
-    assert [b.conv2.dilation[0] for b in net.res5] == [base, 2 * base, 4 * base]
-    assert net.res4[0].conv2.stride == ((2, 2) if output_stride == 16 else (1, 1))
+    assert [b.conv2.dilation[0] for b in net.layer4] == [base, 2 * base, 4 * base]
+    assert [b.conv2.padding[0] for b in net.layer4] == [base, 2 * base, 4 * base]
+    assert net.layer4[0].downsample[0].stride == (1, 1)
+    assert net.layer3[0].conv2.stride == ((2, 2) if output_stride == 16 else (1, 1))
+    assert {b.conv2.dilation[0] for b in net.layer3} == ({1} if output_stride == 16 else {2})
 
 
 @pytest.mark.parametrize(
@@ -171,7 +176,7 @@ def test_torchscript_matches_eager(nets):
 def _backbone_state(name: str, seed: int) -> dict[str, torch.Tensor]:
     """A random backbone state dict, as `cops import-checkpoint --backbone-only` writes one."""
     torch.manual_seed(seed)
-    net = DeepLabResNet(name)
+    net = ResNetBackbone(name)
     for p in net.parameters():
         nn.init.normal_(p)
     return {f"backbone.{k}": v for k, v in net.state_dict().items()}
@@ -188,7 +193,7 @@ def test_load_backbone_weights_file(tmp_path):
     state = _backbone_state("resnet18", seed=3)
     path = tmp_path / "resnet18.pt"
     torch.save(state, path)
-    backbone = DeepLabResNet("resnet18")
+    backbone = ResNetBackbone("resnet18")
     load_backbone_weights(backbone, path)
     _assert_backbone_equals(backbone, state)
     with warnings.catch_warnings():
@@ -202,7 +207,7 @@ def test_load_weights_from_cops_checkpoint(tmp_path):
     source = _small_net()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": source.state_dict(), "iteration": 7}, path)
-    target = DeepLabResNet("resnet18")
+    target = ResNetBackbone("resnet18")
     load_backbone_weights(target, path)
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(target.state_dict()[key], value)
@@ -213,19 +218,19 @@ def test_file_without_batch_counters_loads(tmp_path):
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / "frozen.pt"
     torch.save(state, path)
-    backbone = DeepLabResNet("resnet18")
+    backbone = ResNetBackbone("resnet18")
     load_backbone_weights(backbone, path)
-    assert torch.equal(backbone.res4[1].conv2.weight, state["backbone.res4.1.conv2.weight"])
+    assert torch.equal(backbone.layer3[1].conv2.weight, state["backbone.layer3.1.conv2.weight"])
 
 
 def test_mismatched_weights_file_names_file_and_keys(tmp_path):
     path = tmp_path / "resnet34.pt"
     torch.save(_backbone_state("resnet34", seed=0), path)
-    backbone = DeepLabResNet("resnet18")
-    before = backbone.res2[0].conv1.weight.clone()
-    with pytest.raises(WeightsError, match=r"resnet34\.pt.*resnet18.*unexpected: res2\.2"):
+    backbone = ResNetBackbone("resnet18")
+    before = backbone.layer1[0].conv1.weight.clone()
+    with pytest.raises(WeightsError, match=r"resnet34\.pt.*resnet18.*unexpected: layer1\.2"):
         load_backbone_weights(backbone, path)
-    assert torch.equal(backbone.res2[0].conv1.weight, before)
+    assert torch.equal(backbone.layer1[0].conv1.weight, before)
     path50 = tmp_path / "resnet50.pt"
     torch.save(_backbone_state("resnet50", seed=0), path50)
     with pytest.raises(WeightsError, match=r"resnet50\.pt.*shape: .*conv1\.weight"):
@@ -234,21 +239,21 @@ def test_mismatched_weights_file_names_file_and_keys(tmp_path):
 
 def test_missing_key_and_bad_files(tmp_path):
     state = _backbone_state("resnet18", seed=0)
-    del state["backbone.res5.1.conv2.norm.weight"]
+    del state["backbone.layer4.1.bn2.weight"]
     path = tmp_path / "partial.pt"
     torch.save(state, path)
-    with pytest.raises(WeightsError, match=r"partial\.pt.*missing: res5\.1\.conv2\.norm\.weight"):
-        load_backbone_weights(DeepLabResNet("resnet18"), path)
+    with pytest.raises(WeightsError, match=r"partial\.pt.*missing: layer4\.1\.bn2\.weight"):
+        load_backbone_weights(ResNetBackbone("resnet18"), path)
     with pytest.raises(WeightsError, match="not found"):
-        load_backbone_weights(DeepLabResNet("resnet18"), tmp_path / "nope.pth")
+        load_backbone_weights(ResNetBackbone("resnet18"), tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError, match=r"garbage\.pth.*cannot read"):
-        load_backbone_weights(DeepLabResNet("resnet18"), garbage)
+        load_backbone_weights(ResNetBackbone("resnet18"), garbage)
     listing = tmp_path / "list.pth"
     torch.save([1, 2, 3], listing)
     with pytest.raises(WeightsError, match=r"list\.pth.*state dict"):
-        load_backbone_weights(DeepLabResNet("resnet18"), listing)
+        load_backbone_weights(ResNetBackbone("resnet18"), listing)
 
 
 def test_random_init_warns():
@@ -274,7 +279,7 @@ def test_freeze_batchnorm():
     torch.testing.assert_close(after["semantic"], before["semantic"])
     torch.testing.assert_close(after["boundary"], before["boundary"])
     trainable = {name for name, _ in net.named_parameters()}
-    assert "backbone.stem.conv1.norm.weight" not in trainable
+    assert "backbone.stem.bn1.weight" not in trainable
     assert "backbone.stem.conv1.weight" in trainable
     net.load_state_dict(state)  # checkpoints of unfrozen nets still load
 
@@ -283,10 +288,10 @@ def test_freeze_batchnorm_then_load_backbone_weights(tmp_path):
     state = _backbone_state("resnet18", seed=6)
     path = tmp_path / "r18.pt"
     torch.save(state, path)
-    backbone = freeze_batchnorm(DeepLabResNet("resnet18"))
+    backbone = freeze_batchnorm(ResNetBackbone("resnet18"))
     load_backbone_weights(backbone, path)
-    var = state["backbone.stem.conv1.norm.running_var"]
-    assert torch.equal(backbone.stem.conv1.norm.running_var, var)
+    var = state["backbone.stem.bn1.running_var"]
+    assert torch.equal(backbone.stem.bn1.running_var, var)
 
 
 def test_full_resolution_cityscapes_forward():

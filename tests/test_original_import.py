@@ -203,10 +203,11 @@ def test_backbone_pkl_converts_and_loads_for_pretraining(tmp_path, cops):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
         net = SemanticBoundaryNet.from_config(load_recipe("cityscapes-r50").model, 19)
-    arrays = {
-        k.removeprefix("backbone."): (torch.randn(v.shape) if v.is_floating_point() else v).numpy()
-        for k, v in net.state_dict().items()
-        if k.startswith("backbone.") and not k.endswith("num_batches_tracked")
+    rng = np.random.default_rng(0)
+    arrays = {  # DeepLab's R-52.pkl holds the original's (detectron2's) backbone names
+        e["key"].removeprefix("backbone."): rng.standard_normal(e["shape"]).astype(np.float32)
+        for e in key_entries("cityscapes")
+        if e["key"].startswith("backbone.") and e["dtype"].startswith("torch.float")
     }
     arrays["stem.fc.weight"] = np.zeros((1000, 2048), dtype=np.float32)
     source = tmp_path / "R-52.pkl"
@@ -218,8 +219,14 @@ def test_backbone_pkl_converts_and_loads_for_pretraining(tmp_path, cops):
     from cops.models.build import load_model_weights
 
     load_model_weights(net, out)
-    got = net.backbone.state_dict()["res5.2.conv3.norm.running_var"]
-    np.testing.assert_array_equal(got.numpy(), arrays["res5.2.conv3.norm.running_var"])
+    own = net.backbone.state_dict()
+    for theirs, ours in [
+        ("res5.2.conv3.norm.running_var", "layer4.2.bn3.running_var"),
+        ("stem.conv2.norm.weight", "stem.bn2.weight"),
+        ("res2.0.shortcut.weight", "layer1.0.downsample.0.weight"),
+        ("res3.0.shortcut.norm.bias", "layer2.0.downsample.1.bias"),
+    ]:
+        np.testing.assert_array_equal(own[ours].numpy(), arrays[theirs])
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from _training import metrics, run_pretrain, tiny_dataset
 
 from cops.errors import CopsError, RecipeError
 from cops.models import PretrainLoss
-from cops.models.backbone import DeepLabResNet
+from cops.models.backbone import ResNetBackbone
 from cops.models.build import load_checkpoint
 from cops.training.checkpoint import LAST
 from cops.training.distributed import DistInfo
@@ -136,12 +136,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 def test_weights_option_initialises_from_a_file(data: Path, tmp_path: Path):
     """One step at a 1e-9 learning rate leaves the weights within 1e-6 of where they started."""
     torch.manual_seed(7)
-    backbone = DeepLabResNet("resnet18").state_dict()  # an ImageNet backbone file's layout
+    backbone = ResNetBackbone("resnet18").state_dict()  # an ImageNet backbone file's layout
     torch.save(backbone, tmp_path / "resnet18.pth")
     tiny_step = ["train.iterations=1", "train.lr=1e-9"]
     run_pretrain(data, tmp_path / "a", tiny_step, weights=tmp_path / "resnet18.pth")
     first = load_checkpoint(tmp_path / "a" / LAST)["model"]
-    key = "res4.0.conv1.weight"
+    key = "layer3.0.conv1.weight"
     assert (first[f"backbone.{key}"] - backbone[key]).abs().max() < 1e-6
     run_pretrain(data, tmp_path / "b", tiny_step, weights=tmp_path / "a" / LAST)
     second = load_checkpoint(tmp_path / "b" / LAST)["model"]

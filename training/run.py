@@ -33,6 +33,7 @@ SAME_TENSORS = frozenset(
     for key in (
         "pretrained",
         "backbone_weights",
+        "reinit_stem",
         "output_stride",
         "aspp_pool_size",
         "size_divisibility",
@@ -188,7 +189,10 @@ def resolve_run(
     if resume:
         _check_resume_changes(stored, resolved.to_dict(), last)
     if weights is not None and not weights.is_file():
-        raise CopsError(f"--weights {weights}: file not found")
+        from cops.models.torchvision_weights import is_torchvision_name
+
+        if not is_torchvision_name(weights):
+            raise CopsError(f"--weights {weights}: file not found")
     if reinit_head and weights is None:
         raise CopsError(
             "--reinit-head: it applies to the layers loaded with --weights; add --weights"

@@ -9,14 +9,26 @@ tests run on another capture of the same format.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cops.datasets.targets import make_targets
+from cops.inference.released import recipe_classes
+from cops.models.costs import AffineCosts
 from cops.models.heads import midpoint_to_source, source_to_midpoint
 from cops.models.losses import PretrainLoss, hard_boundary_bce, hard_pixel_cross_entropy
+from cops.models.paper_pq import LossChannels
 from cops.recipes.schema import LossConfig, load_recipe
+from cops.solver import AMWCResult, amwc_masks, amwc_solve, edge_maps_to_costs, grid_graph, layer
+from cops.training.finetune import PQObjective
 from cops.training.loaders import target_config
 from tests import _training_fixture as fixture
 
@@ -272,6 +284,330 @@ def test_aspp_dropout_acts_in_train_mode_only() -> None:
     assert 0.05 < zeroed < 0.2
     survivors = live & (dropped != 0)
     torch.testing.assert_close(dropped[survivors], kept[survivors] / 0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# PQ surrogate, matching, perturbation backward (README "Using it" items 3, 4, 5): the capture's
+# fine-tuning step. Every number below comes from capture_info.json "finetune" (classes, things,
+# distances, areas, λ range and samples, loss weight), so a COCO capture runs the same tests.
+
+
+def _finetune() -> dict:
+    """The fine-tuning step's recorded settings (capture_info.json "finetune")."""
+    return fixture.meta("capture_info")["finetune"]
+
+
+def _isthing() -> list[bool]:
+    """Thing flag per contiguous class of the fine-tuning capture."""
+    params = _finetune()["params"]
+    return [c in params["thing_ids"] for c in range(params["num_classes"])]
+
+
+def _objective() -> PQObjective:
+    """Our paper fine-tuning objective with the capture's settings written as recipe keys, on the
+    built-in class table (Cityscapes or COCO) whose thing classes are the capture's."""
+    ft, params = _finetune(), _finetune()["params"]
+    sets = [
+        f"model.edge_distances={json.dumps(params['edge_distances'])}",
+        f"eval.thing_min_area={ft['instance_area']}",
+        f"eval.stuff_min_area={ft['stuff_area']}",
+        f"finetune.stuff_area_factor={ft['downsampling_factor_stuff_areas']}",
+        f"finetune.min_thing_nodes={params['ignore_instance_size_amc']}",
+        f"finetune.pq_weight={ft['amc_loss_weight']}",
+        f"solver.lambda_min={params['lambda_val_start']}",
+        f"solver.lambda_max={params['lambda_val_end']}",
+        f"solver.num_samples={params['backprop_num_samples']}",
+    ]
+    for name in ("cityscapes-r50", "coco-r50"):
+        recipe = load_recipe(name, sets)
+        objective = PQObjective(recipe, recipe_classes(recipe), torch.device("cpu"))
+        if objective.partitionable.tolist() == _isthing():
+            break
+    else:
+        pytest.fail("no built-in class table has the capture's thing classes")
+    assert recipe.solver.backward == "paper" and recipe.solver.lambda_per == "batch"
+    assert recipe.finetune.surrogate == "paper" and recipe.finetune.weights == "binary"
+    return objective
+
+
+def _label_divisor() -> int:
+    """The target generator's label divisor (class·divisor + instance ids)."""
+    generator = fixture.meta("capture_info")["target_generator"]
+    return next(v["finetune"]["label_divisor"] for v in generator.values() if "finetune" in v)
+
+
+def _grid() -> tuple[int, int, int]:
+    """Batch size and stride-4 grid (h, w) of the fine-tuning capture."""
+    b, h, w = fixture.arrays("finetune_pq")["panoptic_weights"].shape
+    return b, h, w
+
+
+def _edge_values(maps: dict[int, np.ndarray]) -> torch.Tensor:
+    """Per-distance [B, 2, h, w] arrays in the original's layout → our per-edge values [B, E]."""
+    distances = _finetune()["params"]["edge_distances"]
+    ours = [_to_source(maps[d], d) for d in distances]
+    return edge_maps_to_costs(torch.cat(ours, dim=1), distances)
+
+
+def _ft_batch() -> dict[str, torch.Tensor]:
+    """The capture's fine-tuning ground truth as our batch keys (stride-4 ids, 0 = void/crowd)."""
+    batch_size, _, _ = _grid()
+    targets, distances = fixture.arrays("targets"), _finetune()["params"]["edge_distances"]
+    panoptic = np.stack([targets[f"img{b}_panoptic"] for b in range(batch_size)]).astype(np.int64)
+    weights = {
+        d: np.stack([targets[f"img{b}_affinity_weights_d{d}_finetune"] for b in range(batch_size)])
+        for d in distances
+    }
+    cut_weights = torch.cat([_to_source(weights[d], d) for d in distances], dim=1)
+    return {
+        "panoptic_s4": torch.from_numpy(np.where(panoptic >= 0, panoptic + 1, 0)),
+        "semantic_s4": torch.from_numpy(np.where(panoptic >= 0, panoptic // _label_divisor(), 255)),
+        "weights_s4": torch.from_numpy(fixture.arrays("finetune_pq")["panoptic_weights"]),
+        "cut_weights": cut_weights.float(),
+    }
+
+
+def _sha(x: np.ndarray) -> str:
+    """The capture's input hash: sha256(dtype + shape + bytes)."""
+    x = np.ascontiguousarray(x)
+    return hashlib.sha256((str(x.dtype) + str(x.shape)).encode() + x.tobytes()).hexdigest()
+
+
+class _RecordedSolvers:
+    """The solver replaced by the capture's calls: each input must hash to a recorded one."""
+
+    def __init__(self) -> None:
+        self.calls = fixture.arrays("finetune_solver_calls")
+        self.num_edges = self.calls["edges"].shape[0]
+        self.mwc_keys = {v["node_costs"]: k for k, v in _finetune()["mwc_input_sha256"].items()}
+        self.mwc_calls: list[str] = []
+        self.atol = 0.0
+
+    def cut(self, key: str) -> np.ndarray:
+        return np.unpackbits(self.calls[f"{key}_edge_labels_packed"])[: self.num_edges] > 0
+
+    def amwc_batch(self, node_costs, edges, edge_costs, partitionable, backend, **_):
+        hashes = _finetune()["amwc_input_sha256"]
+        labels, components, cuts = [], [], []
+        for b in range(node_costs.shape[0]):
+            assert _sha(node_costs[b].numpy()) == hashes[b]["node_costs"], f"AMWC input {b}"
+            assert _sha(edge_costs[b].numpy()) == hashes[b]["edge_costs"], f"AMWC edges {b}"
+            part = torch.as_tensor(self.calls[f"amwc_img{b}_partitionable"])
+            assert torch.equal(partitionable.cpu(), part)
+            labels.append(torch.from_numpy(self.calls[f"amwc_img{b}_node_label"].astype(np.int64)))
+            components.append(torch.from_numpy(self.calls[f"amwc_img{b}_instance_id"]).long())
+            cuts.append(torch.from_numpy(self.cut(f"amwc_img{b}")))
+        stack = torch.stack
+        return AMWCResult(stack(labels), stack(components), stack(cuts), torch.zeros(len(cuts)))
+
+    def recorded_input(self, key: str) -> np.ndarray:
+        """A multiway cut's recorded input [N, K′]: class costs + float32(λ)·delta."""
+        image_key, sample_key = key.split("_")  # "img{b}_s{s}"
+        image, sample = int(image_key[3:]), int(sample_key[1:])
+        logits = fixture.arrays("network_outputs")["sem_logits"][image]
+        labels = self.calls[f"mwc_img{image}_index_to_category"]
+        lam = np.float32(self.calls["lambda"][image, sample])
+        costs = -logits[labels] + lam * self.calls[f"mwc_img{image}_delta_costs"]
+        return costs.reshape(costs.shape[0], -1).T
+
+    def mwc(self, node_costs, edges, edge_costs, partitionable, backend, **_):
+        key = self.mwc_keys.get(_sha(node_costs))
+        if key is None and self.atol:  # a loss gradient equal up to float32 summation order
+            near = [
+                k for k in self.mwc_keys.values()
+                if self.recorded_input(k).shape == node_costs.shape
+                and np.abs(self.recorded_input(k) - node_costs).max() <= self.atol
+            ]  # fmt: skip
+            key = near[0] if len(near) == 1 else None
+        assert key is not None, "a multiway cut input differs from every recorded one"
+        assert not partitionable.any()
+        self.mwc_calls.append(key)
+        labels = self.calls[f"mwc_{key}_node_label"].astype(np.int64)
+        return AMWCResult(labels, labels, self.cut(f"mwc_{key}"), 0.0)
+
+
+@pytest.fixture
+def solvers(monkeypatch: pytest.MonkeyPatch) -> _RecordedSolvers:
+    """The capture's solver calls and λ draws replayed in place of our solver and generator."""
+    recorded = _RecordedSolvers()
+    monkeypatch.setattr(layer, "solve_amwc_batch", recorded.amwc_batch)
+    monkeypatch.setattr(layer, "solve_amwc", recorded.mwc)
+    lambdas = recorded.calls["lambda"]
+    monkeypatch.setattr(layer, "_sample_lambdas", lambda opts, b: lambdas[:b])
+    return recorded
+
+
+def _costs() -> tuple[AffineCosts, torch.Tensor, torch.Tensor]:
+    """Our affine cost maps on the capture's logits: (module, node costs [B, N, K], edge costs)."""
+    logits, distances = fixture.arrays("network_outputs"), _finetune()["params"]["edge_distances"]
+    costs = AffineCosts(distances)
+    boundary = torch.cat([_to_source(logits[f"aff_logits_d{d}"], d) for d in distances], dim=1)
+    node = costs.node_costs(torch.from_numpy(logits["sem_logits"]))
+    edge = edge_maps_to_costs(costs.edge_costs(boundary), distances)
+    return costs, node, edge
+
+
+def _channel_classes() -> torch.Tensor:
+    """Class per loss channel [B, C] from the capture's category_indices_gt (-1 = padding)."""
+    categories = _finetune()["category_indices_gt"]
+    width = fixture.arrays("finetune_pq")["gt_panoptic_one_hot"].shape[1]
+    classes = torch.full((len(categories), width), -1, dtype=torch.long)
+    for b, per_class in enumerate(categories):
+        for c, channels in per_class.items():
+            classes[b, channels] = int(c)
+    return classes
+
+
+def test_the_captures_edge_list_is_ours() -> None:
+    calls, (_, h, w) = fixture.arrays("finetune_solver_calls"), _grid()
+    distances = _finetune()["params"]["edge_distances"]
+    np.testing.assert_array_equal(calls["edges"], grid_graph(h, w, distances))
+    logits = fixture.arrays("network_outputs")
+    flat = np.concatenate([-logits[f"aff_logits_d{d}"][0].ravel() for d in distances])
+    ours = _edge_values({d: -logits[f"aff_logits_d{d}"] for d in distances})[0]
+    np.testing.assert_array_equal(ours.numpy(), flat[calls["edge_cost_source_index"]])
+
+
+def test_pq_surrogate_equals_the_originals() -> None:
+    ref, objective = fixture.arrays("finetune_pq"), _objective()
+    to_ours = lambda x: torch.from_numpy(x).float().flatten(2).transpose(1, 2)  # noqa: E731
+    pred = to_ours(ref["padded_pred_panoptic_one_hot"]).requires_grad_(True)
+    classes = _channel_classes()
+    num_pred = torch.tensor([len(x) for x in _finetune()["pred_index_to_class"]])
+    channels = LossChannels(to_ours(ref["gt_panoptic_one_hot"]), classes, num_pred)
+    weights = torch.from_numpy(ref["panoptic_weights"]).flatten(1)
+    terms = objective.pq_loss.paper(pred, channels, weights)
+    loss = objective.finetune.pq_weight * terms.loss
+    np.testing.assert_allclose(terms.ious.detach().numpy(), ref["ious"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        terms.foreground_prob.detach().numpy(), ref["foreground_prob"], rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(loss.item(), ref["loss_PQ"], rtol=1e-6)
+    (grad,) = torch.autograd.grad(loss, pred)
+    expected = torch.from_numpy(ref["grad_loss_wrt_padded_pred_one_hot"]).flatten(2)
+    np.testing.assert_allclose(grad.transpose(1, 2).numpy(), expected.numpy(), rtol=0, atol=1e-8)
+
+
+def test_matching_rebuilds_the_originals_channels(solvers: _RecordedSolvers) -> None:
+    ref, ft, objective = fixture.arrays("finetune_pq"), _finetune(), _objective()
+    batch_size, h, w = _grid()
+    _, node, edge = _costs()
+    edges = torch.from_numpy(grid_graph(h, w, ft["params"]["edge_distances"]))
+    solution = amwc_solve(
+        node, edge, edges, torch.tensor(_isthing()),
+        min_thing_nodes=objective.finetune.min_thing_nodes,
+    )  # fmt: skip
+    batch = _ft_batch()
+    weights = batch["weights_s4"].flatten(1)
+    gt = (batch["panoptic_s4"].flatten(1), batch["semantic_s4"].flatten(1))
+    channels = objective.pq_loss.match(solution.segments, solution.classes, *gt, weights)
+    for b in range(batch_size):
+        theirs = ref[f"pred_panoptic_one_hot_img{b}"].reshape(-1, h * w).astype(bool)
+        their_class = ref[f"pred_index_to_class_img{b}"]
+        count = int(solution.num_segments[b])
+        ours = solution.masks[b, :, :count].T.numpy().astype(bool)
+        # Channels hold the same masks; within a class, in the same (component) order.
+        order = [np.flatnonzero((theirs == mask).all(1)) for mask in ours]
+        assert all(len(o) == 1 for o in order), "a predicted segment is not one of the original's"
+        index = np.concatenate(order)
+        assert sorted(index.tolist()) == list(range(len(their_class)))
+        np.testing.assert_array_equal(their_class[index], solution.classes[b, :count].numpy())
+        for c in set(their_class.tolist()):
+            mine = index[solution.classes[b, :count].numpy() == c]
+            assert list(mine) == sorted(mine)
+        # Every channel's ground truth; extra channels in the original's order, after the preds.
+        total = ft["num_valid_channels_gt"][b]
+        index = np.concatenate([index, np.arange(len(their_class), total)])
+        assert int((channels.classes[b] >= 0).sum()) == total
+        theirs_gt = ref["gt_panoptic_one_hot"][b].reshape(-1, h * w)[index]
+        np.testing.assert_array_equal(channels.gt[b, :, :total].T.numpy(), theirs_gt)
+        categories = {}
+        for j, c in enumerate(channels.classes[b, :total].tolist()):
+            categories.setdefault(str(c), []).append(int(index[j]))
+        assert categories == ft["category_indices_gt"][b]
+
+
+def test_perturbation_backward_replays_the_original(solvers: _RecordedSolvers) -> None:
+    ref, ft, calls = fixture.arrays("finetune_pq"), _finetune(), solvers.calls
+    batch_size, h, w = _grid()
+    distances = ft["params"]["edge_distances"]
+    _, node, edge = _costs()
+    edges = torch.from_numpy(grid_graph(h, w, distances))
+    min_nodes = ft["params"]["ignore_instance_size_amc"]
+    solution = amwc_solve(node, edge, edges, torch.tensor(_isthing()), min_thing_nodes=min_nodes)
+    # The original's channel order (classes, channels) with its recorded loss gradient.
+    segments = torch.full_like(solution.segments, -1)
+    for b in range(batch_size):
+        for j, mask in enumerate(ref["padded_pred_panoptic_one_hot"][b].reshape(-1, h * w)):
+            segments[b, mask > 0] = j
+    num = torch.tensor([len(x) for x in ft["pred_index_to_class"]])
+    replay = dataclasses.replace(solution, segments=segments, num_segments=num)
+    classes = _channel_classes()
+    for b in range(batch_size):
+        label_class, _ = layer._paper_labels(classes[b], ft["params"]["num_classes"])
+        np.testing.assert_array_equal(label_class, calls[f"mwc_img{b}_index_to_category"])
+    grad = torch.from_numpy(ref["grad_loss_wrt_padded_pred_one_hot"]).flatten(2).transpose(1, 2)
+    node = node.detach().requires_grad_(True)
+    edge = edge.detach().requires_grad_(True)
+    batch = _ft_batch()
+    edge_weights = edge_maps_to_costs(batch["cut_weights"], distances)
+    cases = [  # unweighted: the recorded average; weighted: the gradients w.r.t. the costs
+        ((None, None), "mwc_avg_grad_node_labels", "mwc_avg_grad_edge_labels"),
+        ((batch["weights_s4"].flatten(1), edge_weights), "grad_node_costs", "grad_edge_costs"),
+    ]
+    for (node_weights, weights), node_key, edge_key in cases:
+        solvers.mwc_calls.clear()
+        masks = amwc_masks(
+            node, edge, edges, replay, classes, num_samples=ft["params"]["backprop_num_samples"],
+            backward="paper", lambda_per="batch", node_weights=node_weights,
+            edge_weights=weights,
+        )  # fmt: skip
+        grad_node, grad_edge = torch.autograd.grad(masks, [node, edge], grad)
+        assert sorted(solvers.mwc_calls) == sorted(ft["mwc_input_sha256"])  # every image solved
+        expected = torch.from_numpy(ref[node_key]).flatten(2).transpose(1, 2)
+        np.testing.assert_allclose(grad_node.numpy(), expected.numpy(), rtol=0, atol=1e-9)
+        expected = _edge_values({d: ref[f"{edge_key}_d{d}"] for d in distances})
+        np.testing.assert_allclose(grad_edge.numpy(), expected.numpy(), rtol=0, atol=1e-9)
+
+
+def test_finetuning_step_gradients_equal_the_originals(solvers: _RecordedSolvers) -> None:
+    ref, ft = fixture.arrays("finetune_pq"), _finetune()
+    distances = ft["params"]["edge_distances"]
+    _, h, w = _grid()
+    costs, node, edge = _costs()
+    node.retain_grad()
+    edge.retain_grad()
+    objective = _objective()
+    solvers.atol = 1e-4  # λ ≤ 5000 times loss gradients equal to ~1e-9 (summation order)
+    loss, _, _ = objective.surrogate(node, edge, (h, w), _ft_batch())
+    (objective.finetune.pq_weight * loss).backward()
+    np.testing.assert_allclose(
+        objective.finetune.pq_weight * loss.item(), ref["loss_PQ"], rtol=1e-6
+    )
+    assert sorted(solvers.mwc_calls) == sorted(ft["mwc_input_sha256"])
+    expected_node = torch.from_numpy(ref["grad_node_costs"]).flatten(2).transpose(1, 2)
+    np.testing.assert_allclose(node.grad.numpy(), expected_node.numpy(), rtol=0, atol=1e-9)
+    expected_edge = _edge_values({d: ref[f"grad_edge_costs_d{d}"] for d in distances})
+    np.testing.assert_allclose(edge.grad.numpy(), expected_edge.numpy(), rtol=0, atol=1e-9)
+    seg, aff = ref["grad_seg_cost_weights"], ref["grad_edge_costs_weights"]
+    np.testing.assert_allclose(costs.a.grad.item(), seg[0], rtol=1e-5)
+    np.testing.assert_allclose(costs.b.grad.item(), seg[1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(costs.alpha.grad.numpy(), aff[0::2], rtol=1e-5)
+    np.testing.assert_allclose(costs.beta.grad.numpy(), aff[1::2], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cityscapes_recipe_shows_the_paper_backward() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "cops.cli", "recipes", "show", "cityscapes-r50"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    recipe = yaml.safe_load(shown)
+    assert recipe["solver"]["backward"] == "paper" and recipe["solver"]["lambda_per"] == "batch"
+    assert recipe["finetune"]["min_thing_nodes"] == 3
+    assert recipe["finetune"]["stuff_area_factor"] == 4.0
 
 
 # ---------------------------------------------------------------------------------------------

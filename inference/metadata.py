@@ -70,6 +70,11 @@ def model_metadata(
             "phase": str(source["phase"]),
         },
         "outputs": list(OUTPUTS),
+        "postprocess": {
+            "semantic": recipe.eval.semantic,
+            "instance_score": recipe.eval.instance_score,
+            "solve_padded": bool(recipe.eval.solve_padded),
+        },
     }
     return check_metadata(meta, "model metadata")
 

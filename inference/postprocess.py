@@ -15,6 +15,11 @@ Rules (DESIGN §5, §7):
   void (id 0; semantic 255 unless ``semantic_from="nodes"``, the original's ``sem_seg``, which
   keeps every node's class). Areas are computed exactly from the per-node pixel counts of the
   upsampling, so they equal the pixel counts of the final map.
+- Padded input (``valid_input``, the original's COCO inference): the solution covers the whole
+  grid of the padded network input, the image being its top-left ``valid_input`` part; the
+  minimum-area rule then reads each segment's area in padded-input pixels (its nodes ×
+  stride², padding included), the output shows the image's part only, and segments that lie
+  wholly in the padding are dropped.
 - Ids are renumbered 1..S (stuff classes in class order, then thing components); ``bbox`` is COCO
   ``[x, y, w, h]`` of the final map.
 - Score of a thing instance (its confidence for mask AP): ``instance_score="paper"`` is the
@@ -199,6 +204,36 @@ def _scores(
     )
 
 
+def _valid_region(valid_input: tuple[int, int] | None, in_h: int, in_w: int) -> tuple[int, int]:
+    """The image's part (H', W') of a padded network input of size (in_h, in_w)."""
+    if valid_input is None:
+        return in_h, in_w
+    vh, vw = (int(s) for s in valid_input)
+    if not (0 < vh <= in_h and 0 < vw <= in_w):
+        raise ValueError(f"valid_input {valid_input} must lie inside the input {in_h}x{in_w}")
+    return vh, vw
+
+
+def _areas(
+    segment: np.ndarray,
+    count: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    grid: tuple[int, int],
+    stride: int,
+    padded: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Output pixels of every node [h*w] and segment [S] (exact, from the upsampling), and the
+    areas the minimum-area rule reads: the same, or with `padded` each segment's nodes ×
+    stride² in the padded input (module doc)."""
+    h, w = grid
+    node_area = np.outer(np.bincount(rows, minlength=h), np.bincount(cols, minlength=w)).ravel()
+    area = np.bincount(segment, weights=node_area, minlength=count).round().astype(np.int64)
+    if not padded:
+        return node_area, area, area
+    return node_area, area, np.bincount(segment, minlength=count) * stride * stride
+
+
 def postprocess(
     labels: Any,
     components: Any,
@@ -216,6 +251,7 @@ def postprocess(
     semantic_from: str = "segments",
     instance_score: str = "contrast",
     logits: tuple[np.ndarray, np.ndarray] | None = None,
+    valid_input: tuple[int, int] | None = None,
 ) -> PanopticPrediction:
     """The panoptic prediction of one image from its AMWC solution (rules: module doc).
 
@@ -226,8 +262,9 @@ def postprocess(
     ``semantic_from``: ``nodes`` takes the semantic map from every node's label (the original's
     ``sem_seg``, before small segments are dropped), ``segments`` from the kept segments only.
     ``instance_score``: ``contrast`` or ``paper`` (needs ``logits``: semantic [K, h, w] and
-    boundary [2D, h, w]). Returns ids, segments and semantic map at ``(H, W)``; ``timings`` is
-    left empty.
+    boundary [2D, h, w]). ``valid_input`` (H', W'): the solution is of the whole padded input
+    ``input_size`` and the image its top-left part (module doc). Returns ids, segments and
+    semantic map at ``(H, W)``; ``timings`` is left empty.
     """
     prob = np.asarray(boundary_prob, dtype=np.float32)
     lab, comp, thing, cats, (out_h, out_w, in_h, in_w) = _check_inputs(
@@ -239,13 +276,12 @@ def postprocess(
     count = seg_class.size
     seg_thing = thing[seg_class]
 
-    # Exact output-pixel area of every node, hence of every segment.
+    in_h, in_w = _valid_region(valid_input, in_h, in_w)
     rows, cols = axis_nodes(out_h, in_h, stride), axis_nodes(out_w, in_w, stride)
-    row_count, col_count = np.bincount(rows, minlength=h), np.bincount(cols, minlength=w)
-    node_area = np.outer(row_count, col_count).ravel()
-    area = np.bincount(segment, weights=node_area, minlength=count).round().astype(np.int64)
+    padded = valid_input is not None
+    node_area, area, rule_area = _areas(segment, count, rows, cols, (h, w), stride, padded)
     min_area = np.where(seg_thing, int(thing_min_area), int(stuff_min_area))
-    keep = (area >= min_area) & (area > 0)
+    keep = (rule_area >= min_area) & (area > 0)
     new_id = np.zeros(count, dtype=np.int32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
 

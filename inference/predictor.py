@@ -102,8 +102,11 @@ class Predictor:
     ``device`` is where input batches are built and the runner runs; ``backend`` is the solver's
     ("auto" solves on the GPU when the costs come back on one and numba can use it), and
     ``local_search`` its local-search effort (checkpoints: the recipe's ``solver.local_search``).
-    ``semantic_from`` and ``instance_score`` are :func:`postprocess`'s (checkpoints: the
-    recipe's ``eval.semantic`` / ``eval.instance_score``; the paper's by default).
+    Post-processing follows the metadata's ``postprocess`` (the recipe's ``eval.semantic`` and
+    ``eval.instance_score``, :func:`postprocess`'s options; with ``eval.solve_padded`` every
+    image's AMWC covers the whole padded batch grid, as the original's COCO inference,
+    :func:`postprocess`'s ``valid_input``; otherwise only the image's part of it). Metadata
+    written before it existed is post-processed as ours, as it was then.
     """
 
     def __init__(
@@ -113,14 +116,15 @@ class Predictor:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         local_search: str = "fast",
-        semantic_from: str = "nodes",
-        instance_score: str = "paper",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.local_search = validate_local_search(local_search)
-        self.semantic_from, self.instance_score = semantic_from, instance_score
         self.metadata = check_metadata(metadata, "model metadata")
+        post = self.metadata.get("postprocess") or {}
+        self.semantic_from = post.get("semantic", "segments")
+        self.instance_score = post.get("instance_score", "contrast")
+        self.solve_padded = bool(post.get("solve_padded", False))
         self.runner = runner
         self.device = resolve_device(device)
         self.backend = backend
@@ -178,16 +182,7 @@ class Predictor:
         dev = resolve_device(device)
         runner = CostMapNet(net).eval().to(dev)
         local_search = recipe.solver.local_search
-        scoring = recipe.eval
-        return cls(
-            runner,
-            metadata,
-            device=dev,
-            backend=backend,
-            local_search=local_search,
-            semantic_from=scoring.semantic,
-            instance_score=scoring.instance_score,
-        )
+        return cls(runner, metadata, device=dev, backend=backend, local_search=local_search)
 
     @classmethod
     def from_export(
@@ -266,6 +261,13 @@ class Predictor:
         labels, comps = _to_numpy(labels), _to_numpy(comps)
         return [(labels[j], comps[j]) for j in range(len(members))], seconds
 
+    def _layout(self, size: tuple[int, int], batch: torch.Tensor) -> dict[str, Any]:
+        """:func:`postprocess`'s input size: the image's, or the padded batch's with the image as
+        its valid part when the whole padded grid is solved."""
+        if not self.solve_padded:
+            return {"input_size": size}
+        return {"input_size": tuple(batch.shape[-2:]), "valid_input": size}
+
     def _scoring(self, node: torch.Tensor, edge: torch.Tensor) -> dict[str, Any]:
         """:func:`postprocess`'s semantic and score options for one image's cost maps; the
         paper's score gets the logits back from the costs through the cost scalars."""
@@ -300,6 +302,8 @@ class Predictor:
 
         tic = time.perf_counter()
         batch = self._batch(images, sizes)
+        if self.solve_padded:  # the whole padded grid, as the original (class doc)
+            grids = [(batch.shape[-2] // self.stride, batch.shape[-1] // self.stride)] * count
         own += (time.perf_counter() - tic) / count
         self._sync()
         tic = time.perf_counter()
@@ -332,7 +336,7 @@ class Predictor:
                 thing_min_area=self.metadata["min_area"]["thing"],
                 stuff_min_area=self.metadata["min_area"]["stuff"],
                 output_size=image.shape[:2],
-                input_size=sizes[i],
+                **self._layout(sizes[i], batch),
                 stride=self.stride,
                 edges=_grid_edges(h, w, self.edge_distances),
                 **self._scoring(node[i, :, :h, :w], edge[i, :, :h, :w]),

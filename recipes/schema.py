@@ -301,6 +301,9 @@ class EvalConfig:
     instance_score: Literal["paper", "contrast"] = "paper"
     """Mask-AP confidence of an instance: the original's (mean semantic logit of its class in the
     mask plus, per distance, mean(logit·cut) − mean(logit·join)) or ours (boundary contrast)."""
+    solve_padded: bool = True
+    """Solve the whole padded input's grid and measure the minimum areas there, padding included
+    (the original's COCO inference; true), or only the image's part of it (ours)."""
 
 
 @dataclass

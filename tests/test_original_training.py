@@ -728,3 +728,28 @@ def test_logits_from_costs_inverts_the_cost_scalars() -> None:
     np.testing.assert_allclose(got[1], boundary[0].numpy(), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="non-zero"):
         logits_from_costs(node.numpy(), edge.numpy(), 0.0, 0.0, s["alpha"], s["beta"])
+
+
+def test_solving_the_padded_grid_measures_areas_there() -> None:
+    """``valid_input`` (eval.solve_padded, the original's COCO inference): the solution covers
+    the padded grid, a segment's minimum area counts its padding nodes, and segments wholly in
+    the padding leave the output."""
+    from cops.inference.postprocess import postprocess
+
+    # Padded input 16x24 (grid 4x6); the image is its top-left 8x16 (grid 2x4).
+    labels = np.zeros((4, 6), dtype=np.int64)  # stuff 0 on the image
+    labels[1:, 3:] = 1  # stuff 1: 1 node in the image, 8 in the padding
+    labels[3, 0] = 2  # a thing wholly in the padding
+    components = np.arange(24).reshape(4, 6)
+    common = dict(edge_distances=[1], isthing=[False, False, True], category_ids=[5, 6, 7],
+                  thing_min_area=1, stuff_min_area=9 * 16, output_size=(8, 16))  # fmt: skip
+    padded = postprocess(labels.ravel(), components.ravel(), np.zeros((2, 4, 6)),
+                         input_size=(16, 24), valid_input=(8, 16), **common)  # fmt: skip
+    assert padded.ids.shape == (8, 16)
+    by_category = {s["category_id"]: s for s in padded.segments}
+    assert set(by_category) == {5, 6}  # kept by 14 and 9 nodes of the padded grid; no thing 7
+    assert (by_category[5]["area"], by_category[6]["area"]) == (7 * 16, 1 * 16)  # output pixels
+    assert (padded.ids > 0).all()
+    ours = postprocess(labels[:2, :4].ravel(), components[:2, :4].ravel(), np.zeros((2, 2, 4)),
+                       input_size=(8, 16), **common)  # fmt: skip
+    assert ours.segments == []  # the image's part alone: 7 and 1 nodes, under 9

@@ -16,12 +16,14 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 PIPED_WIDTH = 160
 """Columns of tables written to a file or pipe (rich would assume 80 and fold the figures)."""
@@ -100,14 +102,30 @@ def split_progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+class RateColumn(ProgressColumn):
+    """A task's items per second (rich's running estimate), e.g. "12.5 frames/s"."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        return Text("" if speed is None else f"{speed:.1f} {self.unit}/s", "progress.data.speed")
+
+
 @contextmanager
-def work_progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar drawn from the first ``progress(advance, total)`` call on.
+def work_progress(
+    description: str, rate: str | None = None
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar drawn from the first ``progress(advance, total)`` call on; with `rate`
+    (a unit such as "frames") it also shows items per second.
 
     The work reports ``progress(0, total)`` once it knows its size and is ready to start, so a
     bad option or file found before that ends in one error line, not beside an empty bar.
     """
-    progress = make_progress(description=description)
+    extra = () if rate is None else (RateColumn(rate),)
+    progress = make_progress(*extra, description=description)
     task: TaskID | None = None
 
     def update(advance: int, total: int) -> None:

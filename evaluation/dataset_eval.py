@@ -18,8 +18,10 @@ from cops.evaluation.evaluator import PanopticEvaluator
 
 if TYPE_CHECKING:
     from cops.datasets.prepared import PanopticDataset
+    from cops.evaluation.panoptic_quality import PQStats
     from cops.inference.outputs import PredictionWriter
     from cops.inference.predictor import Predictor
+    from cops.inference.result import PanopticPrediction
 
 
 @dataclass
@@ -67,10 +69,12 @@ def evaluate_split(
     writer: PredictionWriter | None = None,
     workers: int = 0,
     progress: Callable[[int], None] | None = None,
+    on_image: Callable[[dict[str, Any], PanopticPrediction, PQStats], None] | None = None,
 ) -> EvalRun:
     """Predict and score the first `max_images` images of `dataset` (all by default).
 
-    `progress(n)` is called after every batch with the number of images it held.
+    `progress(n)` is called after every batch with the number of images it held;
+    `on_image(sample, prediction, stats)` after each image is scored (e.g. to collect a report).
     """
     categories = dataset.categories
     evaluator = PanopticEvaluator(
@@ -87,7 +91,7 @@ def evaluate_split(
     for batch in _samples(dataset, count, batch_size, workers):
         predictions = predictor.predict([s["image"] for s in batch])
         for sample, pred in zip(batch, predictions, strict=True):
-            evaluator.add(
+            stats = evaluator.add(
                 sample["image_id"],
                 sample["file_name"],
                 sample["panoptic"],
@@ -97,6 +101,8 @@ def evaluate_split(
                 pred.segments,
                 pred.semantic,
             )
+            if on_image is not None:
+                on_image(sample, pred, stats)
             for stage, value in pred.timings.items():
                 seconds[stage] = seconds.get(stage, 0.0) + value
             if writer is not None:

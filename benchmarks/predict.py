@@ -18,11 +18,9 @@ from cops.benchmarks.report import BenchResult, environment
 from cops.datasets.synthetic import generate_scene
 from cops.device import resolve_device
 from cops.errors import CopsError
-from cops.inference.metadata import model_metadata
 from cops.inference.predictor import Predictor
 from cops.inference.released import recipe_classes
-from cops.models import CostMapNet
-from cops.models.build import build_model
+from cops.models.checkpoint import Checkpoint, restorable_network
 from cops.recipes.schema import Recipe, load_recipe
 
 PARTS = ("cnn", "solver", "rest")
@@ -33,11 +31,9 @@ def random_predictor(recipe: Recipe, device: str, backend: str) -> Predictor:
     classes are the recipe dataset's (COCO's come from its prepared data)."""
     classes = recipe_classes(recipe)
     torch.manual_seed(recipe.seed)
-    net = build_model(recipe.model, len(classes["names"]), None, restoring=True)
-    dev = resolve_device(device)
-    source = {"checkpoint": "", "iteration": 0, "phase": "random-init"}
-    metadata = model_metadata(recipe, classes, net.costs.scalars(), source)
-    return Predictor(CostMapNet(net).eval().to(dev), metadata, device=dev, backend=backend)
+    weights = restorable_network(recipe.model, len(classes)).state_dict()
+    ckpt = Checkpoint(weights, recipe.to_dict(), classes, phase="random-init")
+    return Predictor.from_checkpoint(ckpt, resolve_device(device), backend)
 
 
 def run(

@@ -1,7 +1,7 @@
 """`cops evaluate`: PQ/SQ/RQ, mIoU and mask AP of a checkpoint on a prepared split.
 
-Wiring only: the options go to :func:`cops.evaluation.checkpoint_eval.evaluate_checkpoint`
-(which writes ``metrics.json``); its results are printed as rich tables.
+Wiring only: the options go to :meth:`cops.api.Model.evaluation` (which writes
+``metrics.json``); its results are printed as rich tables.
 """
 
 from __future__ import annotations
@@ -102,19 +102,21 @@ def evaluate(
     Runs the CNN and the AMWC solver on every image of the split, scores the panoptic maps as
     panopticapi does (values in percent) and writes OUT/metrics.json.
     """
-    from cops.evaluation.checkpoint_eval import evaluate_checkpoint
+    from cops.api.model import load
 
     with work_progress("evaluate") as progress:
-        result = evaluate_checkpoint(
+        result = load(
             opts.require_checkpoint(checkpoint),
-            data=data,
-            split=split,
+            **opts.model_options(device, backend, test_size),
+            kind="checkpoint",
+        ).evaluation(
+            data,
+            split,
             out=out,
             per_image=per_image,
             save_predictions=save_predictions,
             max_images=max_images,
             batch_size=batch_size,
-            **opts.model_options(device, backend, test_size),
             workers=workers,
             progress=progress,
         )

@@ -30,10 +30,13 @@ def export(
     distances, normalisation, minimum areas and cost scalars. `cops predict --model OUT` runs it
     with the same solver and gives the same panoptic maps as the checkpoint.
     """
-    from cops.inference.export import export_checkpoint
+    from cops.api.model import load
 
-    written = export_checkpoint(
-        require_checkpoint(checkpoint), format_, out, test_size=parse_size(test_size)
-    )
+    written = load(
+        require_checkpoint(checkpoint),
+        device="cpu",
+        test_size=parse_size(test_size),
+        kind="checkpoint",
+    ).export(out, format_)
     if not state.quiet:
         console.print(f"Wrote {written} and {written.with_suffix('.json')}")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from cops.api.training import finetune
 from cops.cli.options import training_command
-from cops.training.finetune import FINETUNE
 
 finetune_pq = training_command(
-    FINETUNE,
+    finetune,
     """Fine-tune end to end on the smooth PQ loss, differentiating through the AMWC solver.
 
     Starts from --weights (a pretrain checkpoint) with BatchNorm frozen and the cost scalars

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from cops.errors import CopsError
-
-if TYPE_CHECKING:
-    from cops.training.phase import Phase
 
 RecipeOpt = Annotated[
     str | None,
@@ -156,12 +153,12 @@ def require_checkpoint(checkpoint: Path | None) -> Path:
     return checkpoint
 
 
-def training_command(phase: Phase, doc: str) -> Callable[..., None]:
-    """The Typer command of a training phase: every training option, passed to `train_phase`.
+def training_command(run: Callable[..., Path], doc: str) -> Callable[..., None]:
+    """The Typer command of a training phase: every training option, passed to `run`
+    (:func:`cops.api.training.train` or :func:`~cops.api.training.finetune`).
 
     The parameters carry the names :func:`cops.training.run.resolve_run` takes.
     """
-    from cops.training.run import train_phase
 
     def command(
         recipe: RecipeOpt = None,
@@ -175,8 +172,7 @@ def training_command(phase: Phase, doc: str) -> Callable[..., None]:
         seed: SeedOpt = None,
         reinit_head: ReinitHeadOpt = False,
     ) -> None:
-        train_phase(
-            phase,
+        run(
             recipe=recipe,
             weights=weights,
             data=data,

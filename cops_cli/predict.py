@@ -1,6 +1,6 @@
 """`cops predict`: panoptic segmentation of image files with a checkpoint or an export.
 
-Wiring only: the options go to :func:`cops.inference.predict_images.predict_images`; skipped
+Wiring only: the options go to :meth:`cops.api.Model.predict_folder`; skipped
 files are reported as they come and listed at the end.
 """
 
@@ -40,19 +40,18 @@ def predict(
     categories, areas, boxes and instance scores), plus OUT/overlay/NAME.png with --overlay.
     Files that cannot be read are reported and skipped; the exit code is 1 if any failed.
     """
-    from cops.inference.predict_images import predict_images
+    from cops.api.model import load_either
 
     set_activity(
         f"prediction into {out}",
         f"run the command again ({out / 'panoptic.json'} is written only once every image is done)",
     )
     with work_progress("predict") as progress:
-        result = predict_images(
+        result = load_either(
+            checkpoint, model, **opts.model_options(device, backend, test_size)
+        ).predict_folder(
             inputs,
             out,
-            checkpoint=checkpoint,
-            model=model,
-            **opts.model_options(device, backend, test_size),
             overlay=overlay,
             batch_size=batch_size,
             progress=progress,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from cops.api.training import train
 from cops.cli.options import training_command
-from cops.training.pretrain import PRETRAIN
 
 pretrain = training_command(
-    PRETRAIN,
+    train,
     """Pretrain the network on per-pixel semantic and boundary losses (phase 1 of COPS).
 
     Writes OUT/last.pt (the newest checkpoint), metrics.jsonl, recipe.yaml and loss.png.

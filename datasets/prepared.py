@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import numpy as np
 from torch.utils.data import Dataset
 
+from cops.datasets.class_list import ClassList
 from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import VOID_ID, read_image, read_json, read_panoptic_png
 from cops.errors import DatasetError
@@ -83,6 +84,16 @@ class CategoryInfo:
     def stuff_train_ids(self) -> np.ndarray:
         """Train ids of the stuff classes."""
         return np.flatnonzero(~self.isthing)
+
+    @property
+    def classes(self) -> ClassList:
+        """The class table (names, category ids, thing flags, colours) in train-id order."""
+        return ClassList(
+            names=list(self.names),
+            category_ids=[int(c) for c in self.category_ids],
+            isthing=[bool(t) for t in self.isthing],
+            colors=[[int(v) for v in c] for c in self.colors],
+        )
 
 
 class _JsonParser:
@@ -410,13 +421,3 @@ def available_splits(root: Path) -> list[str]:
         for p in Path(root).glob(f"{prefix}*{suffix}")
         if p.is_file()
     )
-
-
-def class_metadata(categories: CategoryInfo) -> dict[str, list]:
-    """Class names, dataset category ids, thing flags and colours as lists, in train-id order."""
-    return {
-        "names": list(categories.names),
-        "category_ids": [int(c) for c in categories.category_ids],
-        "isthing": [bool(t) for t in categories.isthing],
-        "colors": [[int(v) for v in c] for c in categories.colors],
-    }

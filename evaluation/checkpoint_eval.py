@@ -19,8 +19,7 @@ from cops.evaluation.dataset_eval import evaluate_split
 from cops.files import atomic_write_json
 from cops.inference.outputs import PredictionWriter
 from cops.inference.predictor import Predictor
-from cops.models.build import load_checkpoint
-from cops.recipes.schema import recipe_from_dict
+from cops.models.checkpoint import Checkpoint
 
 
 @dataclass
@@ -34,7 +33,7 @@ class CheckpointEvaluation:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path,
+    checkpoint: Path | Checkpoint,
     *,
     data: Path | None = None,
     split: str | None = None,
@@ -51,29 +50,30 @@ def evaluate_checkpoint(
 ) -> CheckpointEvaluation:
     """Run the CNN and the solver on every image of the split and score the panoptic maps.
 
-    `out` defaults to ``eval-SPLIT`` beside the checkpoint; `progress(advance, total)` is called
+    `checkpoint` is a path or a loaded :class:`Checkpoint` (read once either way). `out`
+    defaults to ``eval-SPLIT`` beside the checkpoint; `progress(advance, total)` is called
     as images finish.
     """
-    path = Path(checkpoint)
-    ckpt = load_checkpoint(path, mmap=True)
-    recipe = recipe_from_dict(ckpt["recipe"])
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    path = Path(ckpt.path or "")
+    recipe = ckpt.recipe
     split = split or recipe.eval.split
     dataset = open_split(recipe, data, split)
     names = list(dataset.categories.names)
-    if names != list(ckpt["classes"]["names"]):
+    if names != list(ckpt.classes.names):
         raise CopsError(
             f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
-            f"{path} was trained on ({', '.join(ckpt['classes']['names'])})"
+            f"{path} was trained on ({', '.join(ckpt.classes.names)})"
         )
     out = out if out is not None else path.parent / f"eval-{split}"
     predictor = Predictor.from_checkpoint(
-        path, device=resolve_device(device), backend=backend, test_size=test_size
+        ckpt, device=resolve_device(device), backend=backend, test_size=test_size
     )
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     writer = None
     if save_predictions:
         writer = PredictionWriter(
-            out, ckpt["classes"], panoptic_dir="predictions", json_name="predictions.json"
+            out, ckpt.classes, panoptic_dir="predictions", json_name="predictions.json"
         )
     if progress is not None:
         progress(0, count)
@@ -92,7 +92,7 @@ def evaluate_checkpoint(
     report = {
         **run.metrics,
         "checkpoint": str(path),
-        "iteration": ckpt.get("iteration"),
+        "iteration": ckpt.iteration,
         "split": split,
         "seconds_per_image": {k: v / max(count, 1) for k, v in run.seconds.items()},
     }

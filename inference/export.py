@@ -1,7 +1,7 @@
 """Export the cost network to ONNX or TorchScript with its metadata JSON, and load exports back.
 
-An export is two files: the model (``model.onnx`` or ``model.pt``) and the metadata dict of
-:mod:`cops.inference.metadata` beside it (``model.json``). Both are written in full under
+An export is two files: the model (``model.onnx`` or ``model.pt``) and its model card
+(:mod:`cops.models.model_card`) beside it as JSON (``model.json``). Both are written in full under
 temporary names
 before either replaces an older file; then the metadata is renamed into place and the model last,
 so a failed export (disk full) leaves the previous export as it was. The network maps a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -27,8 +28,9 @@ import torch
 from cops.datasets.panoptic_io import read_json
 from cops.errors import CopsError
 from cops.files import atomic_write_files
-from cops.inference.metadata import OUTPUTS, check_metadata
 from cops.models import CostMapNet
+from cops.models.checkpoint import Checkpoint
+from cops.models.model_card import OUTPUTS, ModelCard
 
 __all__ = [
     "FORMAT_SUFFIXES",
@@ -87,16 +89,16 @@ def _quiet_onnx_logs() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _check_net(net: CostMapNet, metadata: dict[str, Any]) -> None:
-    """The network and the metadata must describe the same classes and edge distances."""
+def _check_net(net: CostMapNet, card: ModelCard) -> None:
+    """The network and the card must describe the same classes and edge distances."""
     inner = net.net
-    classes = len(metadata["classes"]["names"])
+    classes = len(card.classes)
     if inner.num_classes != classes:
-        raise ValueError(f"the network has {inner.num_classes} classes, the metadata {classes}")
-    if list(inner.edge_distances) != list(metadata["edge_distances"]):
+        raise ValueError(f"the network has {inner.num_classes} classes, the model card {classes}")
+    if list(inner.edge_distances) != list(card.edge_distances):
         raise ValueError(
             f"the network's edge distances {list(inner.edge_distances)} differ from the "
-            f"metadata's {metadata['edge_distances']}"
+            f"model card's {card.edge_distances}"
         )
 
 
@@ -136,12 +138,12 @@ def _torchscript_bytes(net: CostMapNet) -> bytes:
 
 def export_model(
     net: CostMapNet,
-    metadata: dict[str, Any],
+    card: ModelCard,
     out: Path,
     fmt: Literal["onnx", "torchscript"],
     example_size: tuple[int, int] | None = None,
 ) -> Path:
-    """Write `net` (eval mode, CPU, float32) as `fmt` to `out` and its metadata to ``OUT.json``.
+    """Write `net` (eval mode, CPU, float32) as `fmt` to `out` and its `card` to ``OUT.json``.
 
     `out` must carry a suffix of the format (``.onnx``; ``.pt``, ``.ts`` or ``.torchscript``).
     ``example_size`` is the traced input's H×W (multiples of ``size_divisibility``; default: the
@@ -157,9 +159,10 @@ def export_model(
         raise CopsError(
             f"{out}: a {fmt} export needs the suffix {' or '.join(FORMAT_SUFFIXES[fmt])}"
         )
-    metadata = check_metadata(metadata, "model metadata")
-    _check_net(net, metadata)
-    div = metadata["size_divisibility"]
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"card: expected a ModelCard, got {type(card).__name__}")
+    _check_net(net, card)
+    div = card.size_divisibility
     crop = _pool_crop(net, div)
     height, width = (int(s) for s in (example_size or crop or (64, 128)))
     if min(height, width) < div or height % div or width % div:
@@ -169,12 +172,12 @@ def export_model(
         # The traced graph keeps the pooling window of the example size; below the crop the
         # eager network shrinks it, which a fixed ONNX graph cannot, so smaller inputs are refused.
         if crop is not None:
-            metadata = {**metadata, "min_input_size": [height, width]}
+            card = dataclasses.replace(card, min_input_size=[height, width])
         data = _onnx_bytes(model, torch.zeros(2, 3, height, width), div)
     else:
         data = _torchscript_bytes(model)
     # Both complete under temporary names first; the model, which `load_export` opens, goes last.
-    atomic_write_files([(metadata_path(out), json.dumps(metadata).encode()), (out, data)])
+    atomic_write_files([(metadata_path(out), json.dumps(card.to_dict()).encode()), (out, data)])
     return out
 
 
@@ -195,17 +198,15 @@ def _pool_crop(net: torch.nn.Module, div: int) -> tuple[int, int] | None:
 
 
 class ExportedCostMapNet:
-    """A loaded export: call it like a :class:`cops.models.CostMapNet`, read its ``metadata``.
+    """A loaded export: call it like a :class:`cops.models.CostMapNet`, read its ``card``.
 
     ``__call__(image [B, 3, H, W] float32)`` returns ``(node_costs, edge_costs, boundary_prob)``
     as CPU float32 tensors whatever runtime and device run the network.
     """
 
-    def __init__(
-        self, path: Path, metadata: dict[str, Any], fmt: str, device: str, runner: Runner
-    ) -> None:
+    def __init__(self, path: Path, card: ModelCard, fmt: str, device: str, runner: Runner) -> None:
         self.path = Path(path)
-        self.metadata = metadata
+        self.card = card
         self.format = fmt
         self.device = device
         self._runner = runner
@@ -218,7 +219,7 @@ class ExportedCostMapNet:
         if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
             raise ValueError(f"image: expected a float tensor [B, 3, H, W], got {shape}")
-        least = self.metadata.get("min_input_size")
+        least = self.card.min_input_size
         if least is not None and (image.shape[2] < least[0] or image.shape[3] < least[1]):
             raise CopsError(
                 f"{self.path}: this ONNX export takes inputs of at least {least[0]}x{least[1]} "
@@ -302,31 +303,28 @@ def load_export(path: Path, device: str = "auto") -> ExportedCostMapNet:
             f"{meta_file}: metadata of export {path.name} not found (`cops export` writes it "
             "beside the model; copy both files)"
         )
-    metadata = check_metadata(read_json(meta_file), str(meta_file))
+    card = ModelCard.from_dict(read_json(meta_file), meta_file)
     if fmt == "onnx":
         runner, used = _onnx_runner(path, device)
     else:
         runner, used = _torchscript_runner(path, device)
-    return ExportedCostMapNet(path, metadata, fmt, used, runner)
+    return ExportedCostMapNet(path, card, fmt, used, runner)
 
 
 def export_checkpoint(
-    checkpoint: Path,
+    checkpoint: Path | Checkpoint,
     fmt: Literal["onnx", "torchscript"] = "onnx",
     out: Path | None = None,
     test_size: tuple[int, int] | None = None,
 ) -> Path:
-    """Export a training checkpoint's network (what `cops export` runs); returns the model path.
+    """Export a checkpoint's network (a path or a loaded :class:`Checkpoint`); the model path.
 
     `out` defaults to ``model.onnx`` / ``model.pt`` beside the checkpoint; `test_size` is stored
-    in the metadata as the input size predictions resize to.
+    in the model card as the input size predictions resize to.
     """
-    from cops.inference.predictor import Predictor
-
     if fmt not in FORMAT_SUFFIXES:
         raise CopsError(f"--format '{fmt}': expected one of {', '.join(FORMAT_SUFFIXES)}")
-    checkpoint = Path(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     if out is None:
-        out = checkpoint.parent / f"model{FORMAT_SUFFIXES[fmt][0]}"
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", test_size=test_size)
-    return export_model(predictor.runner, predictor.metadata, out, fmt)
+        out = Path(ckpt.path or ".").parent / f"model{FORMAT_SUFFIXES[fmt][0]}"
+    return export_model(ckpt.cost_net(), ckpt.card.with_test_size(test_size), out, fmt)

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cops.datasets.class_list import ClassList
 from cops.datasets.panoptic_io import (
     segment_stats,
     write_image,
@@ -31,7 +32,7 @@ from cops.files import atomic_write_json
 from cops.inference.output_claims import OutputClaims
 from cops.inference.result import PanopticPrediction
 
-__all__ = ["ClassTable", "PredictionWriter", "render_overlay"]
+__all__ = ["PredictionWriter", "render_overlay"]
 
 OVERLAY_DIR = "overlay"
 _ALPHA = 0.5
@@ -52,49 +53,6 @@ _TINTS = (
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-class ClassTable:
-    """Class names, dataset category ids, thing flags and colours, looked up by category id."""
-
-    def __init__(self, classes: Mapping[str, Any]) -> None:
-        missing = [k for k in ("names", "category_ids", "isthing", "colors") if k not in classes]
-        if missing:
-            raise ValueError(f"classes: missing key(s) {', '.join(missing)}")
-        self.names = [str(n) for n in classes["names"]]
-        self.category_ids = [int(c) for c in classes["category_ids"]]
-        self.isthing = [bool(t) for t in classes["isthing"]]
-        self.colors = np.asarray(classes["colors"], dtype=np.int64).reshape(-1, 3)
-        k = len(self.names)
-        sizes = [len(self.category_ids), len(self.isthing), len(self.colors)]
-        if any(s != k for s in sizes):
-            raise ValueError(
-                f"classes: names, category_ids, isthing and colors need one entry per class, "
-                f"got lengths {[k, *sizes]}"
-            )
-        if len(set(self.category_ids)) != k:
-            raise ValueError(f"classes: category_ids must be distinct, got {self.category_ids}")
-        if self.colors.size and (self.colors.min() < 0 or self.colors.max() > 255):
-            raise ValueError("classes: colors must be [r, g, b] triples in 0..255")
-        self.index = {c: i for i, c in enumerate(self.category_ids)}
-
-    def class_of(self, category_id: int) -> int:
-        """Train index of a dataset category id; unknown ids are a ValueError."""
-        try:
-            return self.index[int(category_id)]
-        except KeyError:
-            raise ValueError(
-                f"category_id {category_id} is not one of the classes {self.category_ids}"
-            ) from None
-
-    def categories(self) -> list[dict[str, Any]]:
-        """The COCO panoptic ``categories`` list."""
-        return [
-            {"id": c, "name": n, "isthing": int(t), "color": [int(v) for v in col]}
-            for c, n, t, col in zip(
-                self.category_ids, self.names, self.isthing, self.colors, strict=True
-            )
-        ]
-
-
 def _touching_pairs(ids: np.ndarray) -> np.ndarray:
     """Distinct unordered pairs ``[P, 2]`` of different ids that touch (4-neighbourhood)."""
     pairs = [
@@ -107,7 +65,7 @@ def _touching_pairs(ids: np.ndarray) -> np.ndarray:
 
 
 def _segment_colors(
-    ids: np.ndarray, seg_class: dict[int, int], table: ClassTable
+    ids: np.ndarray, seg_class: dict[int, int], table: ClassList
 ) -> dict[int, np.ndarray]:
     """Colour per segment id: stuff its class colour, things a tint no touching twin shares."""
     neighbours: dict[int, set[int]] = {i: set() for i in seg_class}
@@ -118,7 +76,7 @@ def _segment_colors(
     tint_of: dict[int, int] = {}
     colors = {}
     for seg_id in sorted(seg_class):
-        base = table.colors[seg_class[seg_id]].astype(np.float64)
+        base = np.asarray(table.colors[seg_class[seg_id]], dtype=np.float64)
         if not table.isthing[seg_class[seg_id]]:
             colors[seg_id] = base
             continue
@@ -176,14 +134,14 @@ def _draw_legend(canvas: np.ndarray, entries: list[tuple[str, np.ndarray]]) -> N
 
 
 def render_overlay(
-    image: np.ndarray, prediction: PanopticPrediction, classes: Mapping[str, Any] | ClassTable
+    image: np.ndarray, prediction: PanopticPrediction, classes: ClassList | Mapping[str, Any]
 ) -> np.ndarray:
     """The image (uint8 RGB [H, W, 3]) blended with segment colours, thing borders and a legend.
 
     Stuff segments take their class colour, thing instances a tint of it that differs from every
     touching instance of the same class; the legend lists the classes present.
     """
-    table = classes if isinstance(classes, ClassTable) else ClassTable(classes)
+    table = classes if isinstance(classes, ClassList) else ClassList.from_dict(classes)
     ids = np.asarray(prediction.ids)
     if image.shape != (*ids.shape, 3) or image.dtype != np.uint8:
         raise ValueError(
@@ -230,13 +188,13 @@ class PredictionWriter:
     def __init__(
         self,
         out: Path,
-        classes: Mapping[str, Any],
+        classes: ClassList | Mapping[str, Any],
         overlay: bool = False,
         panoptic_dir: str = "panoptic",
         json_name: str = "panoptic.json",
     ) -> None:
         self.out = Path(out)
-        self.table = ClassTable(classes)
+        self.table = classes if isinstance(classes, ClassList) else ClassList.from_dict(classes)
         self.overlay = overlay
         self.panoptic_dir = self.out / panoptic_dir
         self.json_path = self.out / json_name

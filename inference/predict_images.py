@@ -1,4 +1,4 @@
-"""Predict a file or folder of images into a COCO panoptic output folder: what `cops predict` runs.
+"""Predict image files into a COCO panoptic output folder: what `cops predict` writes.
 
 Files that cannot be read are reported through a callback and skipped; the rest are predicted in
 batches and written by :class:`~cops.inference.outputs.PredictionWriter`, whose JSON is written
@@ -7,7 +7,7 @@ last, so an interrupted run never leaves a folder that looks complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from cops.errors import CopsError, DatasetError
 from cops.inference.image_files import check_apart, find_images
 from cops.inference.outputs import PredictionWriter
 from cops.inference.predictor import Predictor
+from cops.inference.result import PanopticPrediction
 
 
 @dataclass
@@ -44,51 +45,58 @@ def _load_predictor(
     )
 
 
-def predict_images(
-    inputs: Path,
+def image_entries(inputs: Path) -> list[tuple[Path, str, str]]:
+    """``(path, output name, file_name)`` of every image under `inputs` (see
+    :func:`find_images`); ``file_name`` is the path relative to the folder, or the file's name."""
+    inputs = Path(inputs)
+    return [
+        (path, name, (path.relative_to(inputs) if inputs.is_dir() else Path(path.name)).as_posix())
+        for path, name in find_images(inputs)
+    ]
+
+
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[tuple[Path, str, str]],
     out: Path,
-    *,
-    checkpoint: Path | None = None,
-    model: Path | None = None,
-    device: str = "auto",
-    backend: str = "auto",
-    test_size: tuple[int, int] | None = None,
     overlay: bool = False,
     batch_size: int = 1,
+    *,
     progress: Callable[[int, int], None] | None = None,
     skipped: Callable[[Path, str], None] | None = None,
+    kept: list[PanopticPrediction] | None = None,
+    source: Path | None = None,
 ) -> ImagesPrediction:
-    """Predict every image under `inputs` into `out` (PNGs, JSON, overlays with `overlay`).
+    """Predict `files` ((path, output name, JSON file_name), see :func:`image_entries`) into
+    `out`: what ``cops predict`` writes. With `kept`, each prediction is also appended to it.
 
-    `progress(advance, total)` follows the files; `skipped(path, reason)` hears of each file
-    that could not be read. Output names mirror the input tree.
+    Refused before any prediction: an `out` overlapping the input folder `source`, and output
+    files that exist without being earlier predictions (see :meth:`PredictionWriter.claim`).
     """
-    if (checkpoint is None) == (model is None):  # the options first, then the files
-        raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
-    check_apart(Path(inputs), Path(out))
-    files = find_images(inputs)
-    predictor = _load_predictor(checkpoint, model, device, backend, test_size)
+    if source is not None:
+        check_apart(Path(source), Path(out))
     result = ImagesPrediction()
     if progress is not None:
         progress(0, len(files))
-    with PredictionWriter(out, predictor.metadata["classes"], overlay=overlay) as writer:
-        writer.claim([name for _, name in files])
+    with PredictionWriter(out, predictor.classes, overlay=overlay) as writer:
+        writer.claim([name for _, name, _ in files])
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             batch, images = [], []
-            for path, name in chunk:
+            for path, name, file_name in chunk:
                 try:
                     images.append(read_image(path))
-                    batch.append((path, name))
+                    batch.append((name, file_name))
                 except DatasetError as exc:
                     result.failed.append((path, str(exc)))
                     if skipped is not None:
                         skipped(path, str(exc))
             predictions = predictor.predict(images) if images else []
-            for (path, name), image, pred in zip(batch, images, predictions, strict=True):
-                source = path.relative_to(inputs) if inputs.is_dir() else Path(path.name)
-                writer.write(name, pred, image=image, file_name=source.as_posix())
+            for (name, file_name), image, pred in zip(batch, images, predictions, strict=True):
+                writer.write(name, pred, image=image, file_name=file_name)
                 result.written += 1
+            if kept is not None:
+                kept.extend(predictions)
             if progress is not None:
                 progress(len(chunk), len(files))
     return result

@@ -3,7 +3,7 @@
 A :class:`Predictor` wraps a *runner* (anything mapping a normalised float32 batch ``[B, 3, H, W]``,
 ``H`` and ``W`` multiples of ``size_divisibility``, to ``(node_costs [B, K, h, w], edge_costs
 [B, 2D, h, w], boundary_prob [B, 2D, h, w])``: a :class:`cops.models.CostMapNet` or an export) and
-the model metadata (:mod:`cops.inference.metadata`). One forward serves the whole batch; each
+the model card (:mod:`cops.models.model_card`). One forward serves the whole batch; each
 image's valid stride grid is then cropped out and solved, images of equal grid size together.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +19,20 @@ import cv2
 import numpy as np
 import torch
 
+from cops.datasets.class_list import ClassList
 from cops.device import resolve_device
 from cops.errors import CopsError
+from cops.inference.export import load_export
 from cops.inference.instance_score import logits_from_costs
-from cops.inference.metadata import check_metadata, checkpoint_recipe, metadata_from_checkpoint
 from cops.inference.postprocess import postprocess
 from cops.inference.result import PanopticPrediction
+from cops.models.checkpoint import Checkpoint
+from cops.models.model_card import ModelCard
 from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
 from cops.solver.checks import validate_local_search
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 BACKENDS = ("auto", "cpu", "cuda")
-
-
-def with_test_size(metadata: Mapping[str, Any], test_size: Sequence[int] | None) -> dict[str, Any]:
-    """A copy of `metadata` whose ``test_size`` is `test_size` ([H, W]) when given."""
-    out = dict(metadata)
-    if test_size is not None:
-        size = [int(s) for s in test_size]
-        if len(size) != 2 or min(size) < 1 or size != list(test_size):
-            raise ValueError(f"test_size: expected two positive integers [H, W], got {test_size}")
-        out["test_size"] = size
-    return out
 
 
 def input_size(shape: Sequence[int], resize_shortest_edge: Sequence[int] | None) -> tuple[int, int]:
@@ -97,22 +89,21 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 class Predictor:
-    """Images → panoptic predictions with one cost network (checkpoint or export) and its metadata.
+    """Images → panoptic predictions with one cost network (checkpoint or export) and its card.
 
     ``device`` is where input batches are built and the runner runs; ``backend`` is the solver's
     ("auto" solves on the GPU when the costs come back on one and numba can use it), and
     ``local_search`` its local-search effort (checkpoints: the recipe's ``solver.local_search``).
-    Post-processing follows the metadata's ``postprocess`` (the recipe's ``eval.semantic`` and
+    Post-processing follows the card's ``postprocess`` (the recipe's ``eval.semantic`` and
     ``eval.instance_score``, :func:`postprocess`'s options; with ``eval.solve_padded`` every
     image's AMWC covers the whole padded batch grid, as the original's COCO inference,
-    :func:`postprocess`'s ``valid_input``; otherwise only the image's part of it). Metadata
-    written before it existed is post-processed as ours, as it was then.
+    :func:`postprocess`'s ``valid_input``; otherwise only the image's part of it).
     """
 
     def __init__(
         self,
         runner: Runner,
-        metadata: Mapping[str, Any],
+        card: ModelCard,
         device: str | torch.device = "cpu",
         backend: str = "auto",
         local_search: str = "fast",
@@ -120,79 +111,60 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
         self.local_search = validate_local_search(local_search)
-        self.metadata = check_metadata(metadata, "model metadata")
-        post = self.metadata.get("postprocess") or {}
-        self.semantic_from = post.get("semantic", "segments")
-        self.instance_score = post.get("instance_score", "contrast")
-        self.solve_padded = bool(post.get("solve_padded", False))
+        if not isinstance(card, ModelCard):
+            raise TypeError(f"card: expected a ModelCard, got {type(card).__name__}")
+        self.card = card
+        post = card.postprocess
+        self.semantic_from, self.instance_score = post.semantic, post.instance_score
+        self.solve_padded = post.solve_padded
         self.runner = runner
         self.device = resolve_device(device)
         self.backend = backend
-        meta = self.metadata
-        self.isthing = np.asarray(meta["classes"]["isthing"], dtype=bool)
-        self.category_ids = np.asarray(meta["classes"]["category_ids"], dtype=np.int64)
-        self.edge_distances = tuple(meta["edge_distances"])
-        self.stride = int(meta["stride"])
-        self.size_divisibility = int(meta["size_divisibility"])
-        self.test_size = None if meta["test_size"] is None else tuple(meta["test_size"])
-        resize = meta.get("resize_shortest_edge")
+        self.isthing = np.asarray(card.classes.isthing, dtype=bool)
+        self.category_ids = np.asarray(card.classes.category_ids, dtype=np.int64)
+        self.edge_distances = tuple(card.edge_distances)
+        self.stride = int(card.stride)
+        self.size_divisibility = int(card.size_divisibility)
+        self.test_size = None if card.test_size is None else tuple(card.test_size)
+        resize = card.resize_shortest_edge
         self.resize_shortest_edge = None if resize is None else tuple(resize)
-        norm = meta["normalization"]
-        self._mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1) * 255.0
-        self._inv_std = 1.0 / (torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1) * 255)
+        norm = card.normalization
+        self._mean = torch.tensor(norm.mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(norm.std, dtype=torch.float32).view(3, 1, 1) * 255)
         self._mean, self._inv_std = self._mean.to(self.device), self._inv_std.to(self.device)
 
     @property
-    def classes(self) -> dict[str, list]:
+    def classes(self) -> ClassList:
         """Class names, category ids, thing flags and colours, in train-id order."""
-        return self.metadata["classes"]
+        return self.card.classes
 
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        checkpoint: str | Path | Checkpoint,
         device: str | torch.device = "auto",
         backend: str = "auto",
         test_size: Sequence[int] | None = None,
     ) -> Predictor:
-        """The checkpoint's SemanticBoundaryNet + cost scalars in eval mode on `device`.
+        """The checkpoint's network + cost scalars in eval mode on `device` (a path is loaded).
 
         ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``.
         """
-        from cops.models import CostMapNet
-        from cops.models.build import build_model, load_checkpoint
-
-        ckpt = load_checkpoint(Path(path))
-        metadata = with_test_size(metadata_from_checkpoint(ckpt, path), test_size)
-        recipe = checkpoint_recipe(ckpt, path)
-        net = build_model(recipe.model, len(metadata["classes"]["names"]), None, restoring=True)
-        try:
-            missing, unexpected = net.load_state_dict(ckpt["model"], strict=False)
-        except RuntimeError as exc:
-            raise CopsError(f"{path}: the weights do not fit the recipe's model ({exc})") from exc
-        # Older checkpoints lack the cost scalars; fine-tuned ones (frozen BN) lack BN counters.
-        optional = ("costs.", "num_batches_tracked")
-        missing = [k for k in missing if not any(part in k for part in optional)]
-        if missing or unexpected:
-            shown = ", ".join([*missing[:3], *unexpected[:3]])
-            raise CopsError(
-                f"{path}: the weights do not fit the recipe's model "
-                f"({len(missing)} missing, {len(unexpected)} unexpected: {shown})"
-            )
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = Checkpoint.load(checkpoint)
+        card = checkpoint.card.with_test_size(test_size)
         dev = resolve_device(device)
-        runner = CostMapNet(net).eval().to(dev)
-        local_search = recipe.solver.local_search
-        return cls(runner, metadata, device=dev, backend=backend, local_search=local_search)
+        local_search = checkpoint.recipe.solver.local_search
+        runner = checkpoint.cost_net(dev)
+        return cls(runner, card, device=dev, backend=backend, local_search=local_search)
 
     @classmethod
     def from_export(
         cls, path: str | Path, backend: str = "auto", test_size: Sequence[int] | None = None
     ) -> Predictor:
-        """An exported cost network (ONNX or TorchScript, by suffix) with its metadata JSON."""
-        from cops.inference.export import load_export
-
+        """An exported cost network (ONNX or TorchScript, by suffix) with its model card JSON."""
         model = load_export(path)
-        return cls(model, with_test_size(model.metadata, test_size), device="cpu", backend=backend)
+        return cls(model, model.card.with_test_size(test_size), device="cpu", backend=backend)
 
     # -----------------------------------------------------------------------------------------
 
@@ -270,15 +242,15 @@ class Predictor:
 
     def _scoring(self, node: torch.Tensor, edge: torch.Tensor) -> dict[str, Any]:
         """:func:`postprocess`'s semantic and score options for one image's cost maps; the
-        paper's score gets the logits back from the costs through the cost scalars."""
+        paper's score gets the logits back from the costs through the card's cost scalars."""
         options: dict[str, Any] = {
             "semantic_from": self.semantic_from,
             "instance_score": self.instance_score,
         }
         if self.instance_score == "paper":
-            c = self.metadata["cost_scalars"]
+            c = self.card.cost_scalars
             maps = (_to_numpy(node), _to_numpy(edge))
-            options["logits"] = logits_from_costs(*maps, c["a"], c["b"], c["alpha"], c["beta"])
+            options["logits"] = logits_from_costs(*maps, c.a, c.b, c.alpha, c.beta)
         return options
 
     def predict(self, images: Sequence[np.ndarray]) -> list[PanopticPrediction]:
@@ -333,8 +305,8 @@ class Predictor:
                 edge_distances=self.edge_distances,
                 isthing=self.isthing,
                 category_ids=self.category_ids,
-                thing_min_area=self.metadata["min_area"]["thing"],
-                stuff_min_area=self.metadata["min_area"]["stuff"],
+                thing_min_area=self.card.min_area.thing,
+                stuff_min_area=self.card.min_area.stuff,
                 output_size=image.shape[:2],
                 **self._layout(sizes[i], batch),
                 stride=self.stride,

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cops.datasets.class_list import ClassList
 from cops.datasets.class_tables import builtin_categories, category_info
 from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import read_json
-from cops.datasets.prepared import CategoryInfo, class_metadata
+from cops.datasets.prepared import CategoryInfo
 from cops.errors import CopsError
-from cops.files import atomic_save
 from cops.models.backbone import BackboneInitWarning, ResNetBackbone
-from cops.models.build import FORMAT, VERSION
+from cops.models.checkpoint import Checkpoint, save_state_dict
 from cops.models.network import SemanticBoundaryNet
 from cops.models.original_import import convert_backbone, convert_original, read_original_file
 from cops.recipes.schema import Recipe, load_recipe
@@ -49,11 +49,11 @@ class ImportResult:
     dropped: dict[str, str]
 
 
-def recipe_classes(recipe: Recipe, data_root: Path | None = None) -> dict[str, list]:
+def recipe_classes(recipe: Recipe, data_root: Path | None = None) -> ClassList:
     """Class metadata of a recipe's dataset: the built-in table (Cityscapes, COCO panoptic,
     synthetic), or the categories of the prepared dataset `data_root` when one is given."""
     if data_root is None:
-        return class_metadata(category_info(builtin_categories(recipe.data.dataset)))
+        return category_info(builtin_categories(recipe.data.dataset)).classes
     source = SplitPaths(Path(data_root), recipe.data.val_split).json
     if not source.is_file():
         raise CopsError(
@@ -61,7 +61,7 @@ def recipe_classes(recipe: Recipe, data_root: Path | None = None) -> dict[str, l
             f"'{recipe.data.val_split}' (or leave --data out for the built-in "
             f"{recipe.data.dataset} classes)"
         )
-    return class_metadata(CategoryInfo.from_json(read_json(source).get("categories"), source))
+    return CategoryInfo.from_json(read_json(source).get("categories"), source).classes
 
 
 def _check_normalisation(found: dict[str, list[float]] | None, source: Path) -> None:
@@ -97,20 +97,11 @@ def import_released_model(
     plain = dataclasses.replace(recipe.model, backbone_weights=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        net = SemanticBoundaryNet.from_config(plain, len(classes["names"]))
+        net = SemanticBoundaryNet.from_config(plain, len(classes))
     converted = convert_original(original, net.state_dict(), str(source))
     _check_normalisation(converted.normalisation, source)
     recipe = dataclasses.replace(recipe, model=plain)
-    checkpoint = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": converted.state,
-        "recipe": recipe.to_dict(),
-        "classes": classes,
-        "iteration": 0,
-        "phase": PHASE,
-    }
-    atomic_save(checkpoint, out)
+    Checkpoint(converted.state, recipe.to_dict(), classes, iteration=0, phase=PHASE).save(out)
     return ImportResult(Path(out), len(converted.state), converted.dropped)
 
 
@@ -119,7 +110,7 @@ def import_backbone(source: Path, out: Path, backbone: str = "resnet50") -> Impo
     source = Path(source)
     original = read_original_file(source)
     converted = convert_backbone(original, ResNetBackbone(backbone).state_dict(), str(source))
-    atomic_save({f"backbone.{k}": v for k, v in converted.state.items()}, out)
+    save_state_dict({f"backbone.{k}": v for k, v in converted.state.items()}, out)
     return ImportResult(Path(out), len(converted.state), converted.dropped)
 
 

@@ -1,8 +1,7 @@
-"""Checkpoint loading and model building: what inference, evaluation and training all need.
+"""Model building: the recipe's network for a dataset's classes, initialised from ``--weights``.
 
-A COPS checkpoint is a dict of tensors and plain containers only (the recipe as a dict, RNG states
-as tensors, class metadata as lists), so it loads with ``torch.load(weights_only=True)``: opening
-a checkpoint never runs code from the file. Writing checkpoints is the training package's job.
+A ``--weights`` file is a COPS checkpoint (read through :mod:`cops.models.checkpoint`, whose
+class rows are matched to the dataset's classes) or a backbone state dict.
 """
 
 from __future__ import annotations
@@ -10,15 +9,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from cops.errors import CopsError
+from cops.datasets.class_list import ClassList
 from cops.models.backbone import BackboneInitWarning, WeightsError, from_detectron2_names
 from cops.models.backbone_weights import load_backbone_weights
+from cops.models.checkpoint import Checkpoint, read_weights, restorable_network
 from cops.models.network import SemanticBoundaryNet
 from cops.models.torchvision_weights import is_torchvision_name
 
@@ -26,44 +25,6 @@ if TYPE_CHECKING:
     from cops.recipes.schema import ModelConfig
 
 log = logging.getLogger(__name__)
-
-FORMAT = "cops-checkpoint"
-VERSION = 1
-
-
-def is_checkpoint(obj: Any) -> bool:
-    """Whether a loaded object is a COPS checkpoint (rather than a bare state dict)."""
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
-
-
-def _load_tensors(path: Path, error: type[CopsError], what: str, mmap: bool) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU; a file that is empty or unreadable as `what`
-    raises `error` naming it (never torch's own message about memory maps)."""
-    if path.is_file() and path.stat().st_size == 0:
-        raise error(f"{path}: empty file (0 bytes), not {what}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise error(f"{path}: cannot read as {what} ({exc})") from exc
-
-
-def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
-    """Load a COPS checkpoint onto the CPU with ``weights_only=True``; errors name the file.
-
-    ``mmap=True`` maps tensors lazily: cheap when only the recipe or iteration is needed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CopsError(f"{path}: checkpoint not found")
-    obj = _load_tensors(path, CopsError, "a checkpoint", mmap)
-    if not is_checkpoint(obj):
-        raise CopsError(f"{path}: not a COPS checkpoint (no '{FORMAT}' format marker)")
-    if obj.get("version", 0) > VERSION:
-        raise CopsError(
-            f"{path}: checkpoint format version {obj['version']} is newer than this cops "
-            f"({VERSION}); upgrade cops to read it"
-        )
-    return obj
 
 
 def class_axes(model_cfg: ModelConfig, num_classes: int) -> dict[str, int]:
@@ -105,8 +66,8 @@ def load_model_weights(
     model: SemanticBoundaryNet,
     path: Path,
     *,
-    classes: Mapping[str, Any] | None = None,
-    axes: Mapping[str, int] | None = None,
+    classes: ClassList | None = None,
+    axes: dict[str, int] | None = None,
     reinit_head: bool = False,
 ) -> str:
     """Initialise `model` from a COPS checkpoint or a backbone state dict (load_backbone_weights).
@@ -127,15 +88,15 @@ def load_model_weights(
     if is_torchvision_name(path):
         load_backbone_weights(model.backbone, str(path))
         return f"backbone weights {path}"
-    obj = _load_tensors(path, WeightsError, "torch weights", mmap=True)
-    if not is_checkpoint(obj):
+    ckpt = read_weights(path, WeightsError)
+    if not isinstance(ckpt, Checkpoint):
         load_backbone_weights(model.backbone, path)
         return f"backbone weights from {path}"
-    state = from_detectron2_names(obj["model"], "backbone.")
+    state = from_detectron2_names(ckpt.weights, "backbone.")
     axes = dict(axes or {})
     note = ""
-    theirs = list((obj.get("classes") or {}).get("names", []))
-    ours = list(classes["names"]) if classes is not None else theirs
+    theirs = list(ckpt.classes.names)
+    ours = list(classes.names) if classes is not None else theirs
     if theirs != ours:
         if sorted(theirs) == sorted(ours) and len(set(ours)) == len(ours):
             order = [theirs.index(name) for name in ours]
@@ -167,7 +128,7 @@ def load_model_weights(
     if left:
         log.warning("%s: not loaded, kept initial values: %s", path, ", ".join(left))
         note += f"; kept initial values for {', '.join(left)}"
-    return f"{len(fitting)} tensors from {path} (iteration {obj.get('iteration')}){note}"
+    return f"{len(fitting)} tensors from {path} (iteration {ckpt.iteration}){note}"
 
 
 def build_model(
@@ -176,21 +137,19 @@ def build_model(
     weights: Path | None = None,
     restoring: bool = False,
     *,
-    classes: Mapping[str, Any] | None = None,
+    classes: ClassList | None = None,
     reinit_head: bool = False,
 ) -> SemanticBoundaryNet:
     """The recipe's network, initialised from `weights` when given.
 
     With `weights`, or when a checkpoint will be restored, nothing is downloaded and no
     random-initialisation warning is raised: those weights replace the initial ones anyway.
-    `classes` (the dataset's class metadata) and `reinit_head` go to :func:`load_model_weights`.
+    `classes` (the dataset's classes) and `reinit_head` go to :func:`load_model_weights`.
     """
     if weights is None and not restoring:
         return SemanticBoundaryNet.from_config(model_cfg, num_classes)
     plain = dataclasses.replace(model_cfg, backbone_weights=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BackboneInitWarning)
-        model = SemanticBoundaryNet.from_config(plain, num_classes)
+    model = restorable_network(plain, num_classes)
     if weights is not None:
         loaded = load_model_weights(
             model,

@@ -27,6 +27,7 @@ from cops.errors import RecipeError
 BASE_KEY = "_base_"
 MAX_SEED = 2**63 - 1
 """The largest seed torch, numpy and Python's generators all accept."""
+T = typing.TypeVar("T")
 
 
 @dataclass
@@ -347,26 +348,28 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`; return it converted (int -> float, dicts)."""
+def _convert(value: Any, tp: Any, key: str, what: str = "recipe") -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int -> float, dicts).
+
+    `what` names the kind of file in unknown-key errors ("recipe", "model card")."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RecipeError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, what)
     if origin is Literal:
         if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
             return value
     elif origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:
-                return _convert(value, arg, key)
+                return _convert(value, arg, key, what)
             except RecipeError:
                 continue
     elif origin is list:
         if isinstance(value, list | tuple):
             (item,) = typing.get_args(tp)
-            return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+            return [_convert(v, item, f"{key}[{i}]", what) for i, v in enumerate(value)]
     elif tp is type(None):
         if value is None:
             return None
@@ -393,23 +396,36 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise RecipeError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _unknown_key(key: str, name: str, known: Sequence[str]) -> RecipeError:
+def _unknown_key(key: str, name: str, known: Sequence[str], what: str) -> RecipeError:
     close = difflib.get_close_matches(name, known, n=1)
     parent = key[: -len(name)]
     hint = f"; did you mean '{parent}{close[0]}'?" if close else f"; known: {', '.join(known)}"
-    return RecipeError(f"unknown recipe key '{key}'{hint}")
+    return RecipeError(f"unknown {what} key '{key}'{hint}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str = "", what: str = "recipe") -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in fields]
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in hints:
-            raise _unknown_key(key, str(name), names)
-        kwargs[name] = _convert(value, hints[name], key)
+        if name not in names:
+            raise _unknown_key(key, str(name), names, what)
+        kwargs[name] = _convert(value, hints[name], key, what)
+    for f in fields:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise RecipeError(f"{prefix + '.' if prefix else ''}{f.name}: missing")
     return cls(**kwargs)
+
+
+def typed_from_dict(cls: type[T], data: Any, what: str) -> T:
+    """Plain data (JSON, a checkpoint entry) checked against dataclass `cls`'s type hints, key by
+    key, as recipes are; a RecipeError names the dotted key (`what`: the kind of file)."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"a {what} must be a mapping, got {type(data).__name__}")
+    return _build(cls, data, "", what)
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:

@@ -31,7 +31,7 @@ def main() -> None:
     torch.manual_seed(0)
     recipe = load_recipe(args.recipe, [*args.set, "finetune.pixel_loss_weight=0"])
     setup = finetune_setup(recipe, args.checkpoint, torch.device("cpu"))
-    model, names = setup.model, setup.classes["names"]
+    model, names = setup.model, setup.classes.names
     forward, captured = model.forward, {}
 
     def keep_costs(image: torch.Tensor, costs: bool = False) -> dict[str, torch.Tensor]:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, prepare_synthetic
+from cops.datasets.class_tables import builtin_categories, category_info
+from cops.datasets.synthetic import prepare_synthetic
+from cops.models.checkpoint import Checkpoint
 from cops.recipes.schema import Recipe
 from cops.training.checkpoint import save_checkpoint
 from cops.training.phase import Phase, phase_worker
@@ -54,16 +56,11 @@ def save_net(
     net: torch.nn.Module, recipe: Recipe, folder: Path, iteration: int, phase: str
 ) -> Path:
     """Save `net` (of the synthetic classes) as a COPS checkpoint, as training would."""
-    state = {
-        "model": net.state_dict(),
-        "recipe": recipe.to_dict(),
-        "classes": {
-            "names": [c.name for c in SYNTHETIC_CATEGORIES],
-            "category_ids": [c.id for c in SYNTHETIC_CATEGORIES],
-            "isthing": [c.isthing for c in SYNTHETIC_CATEGORIES],
-            "colors": [list(c.color) for c in SYNTHETIC_CATEGORIES],
-        },
-        "iteration": iteration,
-        "phase": phase,
-    }
-    return save_checkpoint(state, folder)
+    classes = category_info(builtin_categories("synthetic")).classes
+    ckpt = Checkpoint(net.state_dict(), recipe.to_dict(), classes, iteration, phase)
+    return save_checkpoint(ckpt, folder)
+
+
+def checkpoint_dict(path: Path) -> dict:
+    """A checkpoint file's dict (weights under ``model``), read through :class:`Checkpoint`."""
+    return Checkpoint.load(path).to_dict()

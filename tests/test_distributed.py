@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training import FAST, metrics, run_pretrain, tiny_dataset
+from _training import FAST, checkpoint_dict, metrics, run_pretrain, tiny_dataset
 from _workers import fail_on_rank_one, pooled_surrogate_case, pooled_surrogate_on_rank
 
 from cops.errors import CopsError
-from cops.models.build import load_checkpoint
 from cops.models.paper_pq import paper_surrogate
 from cops.training.checkpoint import LAST
 from cops.training.distributed import launch_local
@@ -67,8 +66,8 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     assert replicas["digests"][0] == replicas["digests"][1], "ranks must hold identical weights"
 
     run_pretrain(data, tmp_path / "single", [*SETTINGS, "train.grad_accum=2"])
-    parallel = load_checkpoint(tmp_path / "ddp" / LAST)
-    single = load_checkpoint(tmp_path / "single" / LAST)
+    parallel = checkpoint_dict(tmp_path / "ddp" / LAST)
+    single = checkpoint_dict(tmp_path / "single" / LAST)
     assert parallel["world_size"] == 2 and single["world_size"] == 1
     compared = 0
     for key, value in single["model"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,20 +13,22 @@ import pytest
 import torch
 from _training import save_net
 
+from cops.datasets.class_list import ClassList
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.errors import CopsError
 from cops.inference.export import ONNX_OPSET, ExportedCostMapNet, export_model, load_export
-from cops.inference.metadata import OUTPUTS, metadata_from_checkpoint
 from cops.inference.predictor import Predictor
 from cops.models import CostMapNet
-from cops.models.build import build_model, load_checkpoint
+from cops.models.build import build_model
+from cops.models.checkpoint import Checkpoint
+from cops.models.model_card import OUTPUTS, ModelCard
 from cops.recipes.schema import load_recipe
 
 SIZES = [(64, 128), (96, 160)]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[CostMapNet, dict, Path]:
+def trained(tmp_path_factory) -> tuple[CostMapNet, ModelCard, Path]:
     """A random-init synthetic-tiny net with non-trivial cost scalars, as a checkpoint too."""
     recipe = load_recipe("synthetic-tiny")
     torch.manual_seed(0)
@@ -48,18 +51,17 @@ def trained(tmp_path_factory) -> tuple[CostMapNet, dict, Path]:
         net.semantic_head.classifier.weight.mul_(4.0)
     net.eval()
     path = save_net(net, recipe, tmp_path_factory.mktemp("ckpt"), 7, "finetune-pq")
-    metadata = metadata_from_checkpoint(load_checkpoint(path), path)
-    return CostMapNet(net).eval(), metadata, path
+    return CostMapNet(net).eval(), Checkpoint.load(path).card, path
 
 
 @pytest.fixture(scope="module")
 def exports(trained, tmp_path_factory) -> dict[str, Path]:
     """The net exported once per format (the ONNX export takes seconds)."""
-    net, metadata, _ = trained
+    net, card, _ = trained
     folder = tmp_path_factory.mktemp("exports")
     return {
-        "onnx": export_model(net, metadata, folder / "model.onnx", "onnx"),
-        "torchscript": export_model(net, metadata, folder / "model.pt", "torchscript"),
+        "onnx": export_model(net, card, folder / "model.onnx", "onnx"),
+        "torchscript": export_model(net, card, folder / "model.pt", "torchscript"),
     }
 
 
@@ -69,10 +71,10 @@ def _images(size: tuple[int, int], batch: int = 2) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_outputs_equal_eager_on_other_sizes(trained, exports, fmt):
-    net, metadata, _ = trained
+    net, card, _ = trained
     model = load_export(exports[fmt], device="cpu")
     assert isinstance(model, ExportedCostMapNet) and model.format == fmt
-    assert model.metadata == metadata
+    assert dataclasses.replace(model.card, min_input_size=None) == card
     for size, batch in zip(SIZES, (2, 1), strict=True):
         image = _images(size, batch)
         with torch.no_grad():
@@ -109,12 +111,13 @@ def test_onnx_graph_opset_names_and_symbolic_sizes(exports):
 
 
 def test_metadata_json_round_trip(trained, exports):
-    _, metadata, checkpoint = trained
+    _, card, checkpoint = trained
     for path in exports.values():
         written = json.loads(path.with_suffix(".json").read_text())
-        assert written == metadata
-    assert metadata["cost_scalars"]["alpha"] == [0.5, 1.0, 2.0, 1.25]
-    assert metadata["source"] == {
+        written.pop("min_input_size", None)  # ONNX only: the traced pooling window's crop
+        assert written == card.to_dict()
+    assert card.cost_scalars.alpha == [0.5, 1.0, 2.0, 1.25]
+    assert dataclasses.asdict(card.source) == {
         "checkpoint": str(checkpoint),
         "iteration": 7,
         "phase": "finetune-pq",
@@ -122,10 +125,10 @@ def test_metadata_json_round_trip(trained, exports):
 
 
 def test_torchscript_suffixes_and_caller_net_untouched(trained, tmp_path):
-    net, metadata, _ = trained
+    net, card, _ = trained
     net.train()
     try:
-        out = export_model(net, metadata, tmp_path / "costs.ts", "torchscript", (32, 64))
+        out = export_model(net, card, tmp_path / "costs.ts", "torchscript", (32, 64))
     finally:
         assert net.training, "export_model must not switch the caller's net to eval"
         net.eval()
@@ -138,21 +141,22 @@ def test_torchscript_suffixes_and_caller_net_untouched(trained, tmp_path):
 
 
 def test_export_errors(trained, tmp_path, monkeypatch):
-    net, metadata, _ = trained
+    net, card, _ = trained
     with pytest.raises(ValueError, match="fmt"):
-        export_model(net, metadata, tmp_path / "m.onnx", "tflite")
+        export_model(net, card, tmp_path / "m.onnx", "tflite")
     with pytest.raises(CopsError, match=r"m\.onnx: a torchscript export needs the suffix \.pt"):
-        export_model(net, metadata, tmp_path / "m.onnx", "torchscript")
+        export_model(net, card, tmp_path / "m.onnx", "torchscript")
     with pytest.raises(ValueError, match="example_size"):
-        export_model(net, metadata, tmp_path / "m.pt", "torchscript", (48, 64))
-    other = {**metadata, "classes": {k: v[:3] for k, v in metadata["classes"].items()}}
+        export_model(net, card, tmp_path / "m.pt", "torchscript", (48, 64))
+    three = {k: v[:3] for k, v in card.classes.to_dict().items()}
+    other = dataclasses.replace(card, classes=ClassList(**three))
     with pytest.raises(ValueError, match="classes"):
         export_model(net, other, tmp_path / "m.pt", "torchscript")
-    with pytest.raises(CopsError, match="metadata key 'outputs'"):
-        export_model(net, {**metadata, "outputs": ["costs"]}, tmp_path / "m.pt", "torchscript")
+    with pytest.raises(TypeError, match="card: expected a ModelCard, got dict"):
+        export_model(net, card.to_dict(), tmp_path / "m.pt", "torchscript")
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(CopsError, match=r'pip install "cops\[onnx\]"'):
-        export_model(net, metadata, tmp_path / "m.onnx", "onnx")
+        export_model(net, card, tmp_path / "m.onnx", "onnx")
     assert list(tmp_path.iterdir()) == [], "a failed export must leave nothing behind"
 
 
@@ -180,7 +184,7 @@ def test_load_export_errors(exports, tmp_path, monkeypatch):
     broken = json.loads(exports["torchscript"].with_suffix(".json").read_text())
     del broken["classes"]["colors"]
     lonely.with_suffix(".json").write_text(json.dumps(broken))
-    with pytest.raises(CopsError, match=r"lonely\.json: metadata key 'classes\.colors'"):
+    with pytest.raises(CopsError, match=r"lonely\.json: classes\.colors: missing"):
         load_export(lonely)
 
     garbage = _copy_export(exports["onnx"], tmp_path, "garbage.onnx")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training import metrics, run_phase, run_pretrain, tiny_dataset
+from _training import checkpoint_dict, metrics, run_phase, run_pretrain, tiny_dataset
 
 from cops.errors import CopsError
-from cops.models.build import load_checkpoint
 from cops.training.checkpoint import LAST
 from cops.training.engine import Trainer
 from cops.training.finetune import FINETUNE
@@ -37,7 +36,7 @@ def test_finetune_learns_cost_scalars_with_frozen_bn(pretrained: tuple[Path, Pat
     data, weights = pretrained
     out = tmp_path / "ft"
     run_phase(FINETUNE, data, out, [*FT, "finetune.iterations=3"], weights=weights)
-    pre, ft = load_checkpoint(weights), load_checkpoint(out / LAST)
+    pre, ft = checkpoint_dict(weights), checkpoint_dict(out / LAST)
     assert ft["phase"] == "finetune-pq" and ft["iteration"] == 3
     changed = [k for k in ("costs.a", "costs.b", "costs.alpha", "costs.beta")
                if not torch.equal(pre["model"][k], ft["model"][k])]  # fmt: skip
@@ -61,7 +60,7 @@ def test_finetune_with_the_paper_backward_moves_the_costs(pretrained, tmp_path: 
         "finetune.weights=binary", "finetune.min_thing_nodes=3", "finetune.iterations=2",
     ]  # fmt: skip
     run_phase(FINETUNE, data, tmp_path / "ft", [*FT, *paper], weights=weights)
-    pre, ft = load_checkpoint(weights), load_checkpoint(tmp_path / "ft" / LAST)
+    pre, ft = checkpoint_dict(weights), checkpoint_dict(tmp_path / "ft" / LAST)
     assert not torch.equal(pre["model"]["costs.a"], ft["model"]["costs.a"])
     for row in metrics(tmp_path / "ft"):
         assert math.isfinite(row["loss"]) and 0.0 <= row["soft_pq"] <= 1.0
@@ -86,10 +85,10 @@ def test_finetune_resume_ends_bit_identical(
     with pytest.raises(KeyboardInterrupt):
         run_phase(FINETUNE, data, tmp_path / "resumed", settings, weights=weights)
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "resumed" / LAST)["iteration"] == 2
+    assert checkpoint_dict(tmp_path / "resumed" / LAST)["iteration"] == 2
     run_phase(FINETUNE, data, tmp_path / "resumed", settings, recipe=None, resume=True)
-    straight = load_checkpoint(tmp_path / "straight" / LAST)
-    resumed = load_checkpoint(tmp_path / "resumed" / LAST)
+    straight = checkpoint_dict(tmp_path / "straight" / LAST)
+    resumed = checkpoint_dict(tmp_path / "resumed" / LAST)
     assert straight["iteration"] == resumed["iteration"] == 4
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key

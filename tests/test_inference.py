@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,14 +11,16 @@ import pytest
 import torch
 from _training import save_net
 
+from cops.datasets.class_list import ClassList
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.datasets.targets import stride_indices
 from cops.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cops.errors import CopsError
-from cops.inference.metadata import check_metadata, metadata_from_checkpoint, model_metadata
 from cops.inference.postprocess import axis_nodes, postprocess
 from cops.inference.predictor import Predictor, input_size
-from cops.models.build import build_model, load_checkpoint
+from cops.models.build import build_model
+from cops.models.checkpoint import Checkpoint
+from cops.models.model_card import CardSource, ModelCard
 from cops.recipes.schema import load_recipe
 from cops.solver import edge_costs_to_maps, grid_graph
 from cops.training.checkpoint import save_checkpoint
@@ -199,59 +202,58 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_net(net, recipe, tmp_path_factory.mktemp("ckpt"), 3, "pretrain")
 
 
-def test_metadata_round_trip(tiny_checkpoint):
-    ckpt = load_checkpoint(tiny_checkpoint)
-    meta = metadata_from_checkpoint(ckpt, tiny_checkpoint)
-    assert meta["format"] == "cops-model" and meta["version"] == 1
-    assert meta["classes"]["names"][:2] == ["road", "sidewalk"]
-    assert meta["edge_distances"] == [1, 2, 4, 8]
-    assert meta["min_area"] == {"thing": 4, "stuff": 16}
-    assert meta["normalization"] == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    assert meta["cost_scalars"]["alpha"] == [1.0] * 4
-    assert meta["source"] == {
-        "checkpoint": str(tiny_checkpoint),
-        "iteration": 3,
-        "phase": "pretrain",
-    }
-    assert check_metadata(json.loads(json.dumps(meta)), "model.json") == meta
-    # Without the cost scalars in the state dict (older checkpoints) the initial values stand.
-    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("costs.")}
-    older = metadata_from_checkpoint(ckpt, tiny_checkpoint)
-    assert older["cost_scalars"] == {**meta["cost_scalars"], "a": 1.0, "b": 0.0}
-    built = model_metadata(
-        load_recipe("synthetic-tiny", ["eval.test_size=[32, 64]"]),
-        meta["classes"],
-        meta["cost_scalars"],
-        meta["source"],
+def test_model_card_round_trip(tiny_checkpoint):
+    ckpt = Checkpoint.load(tiny_checkpoint)
+    card = ckpt.card
+    assert card.format == "cops-model" and card.version == 1
+    assert card.classes.names[:2] == ["road", "sidewalk"]
+    assert card.edge_distances == [1, 2, 4, 8]
+    assert (card.min_area.thing, card.min_area.stuff) == (4, 16)
+    assert card.normalization.mean == list(IMAGENET_MEAN)
+    assert card.normalization.std == list(IMAGENET_STD)
+    assert card.cost_scalars.alpha == [1.0] * 4
+    assert (card.source.checkpoint, card.source.iteration, card.source.phase) == (
+        str(tiny_checkpoint),
+        3,
+        "pretrain",
     )
-    assert built["test_size"] == [32, 64]
+    data = json.loads(json.dumps(card.to_dict()))
+    assert ModelCard.from_dict(data, "model.json") == card
+    # Without the cost scalars in the state dict (older checkpoints) the initial values stand.
+    ckpt.weights = {k: v for k, v in ckpt.weights.items() if not k.startswith("costs.")}
+    older = ckpt.card.cost_scalars
+    assert (older.a, older.b, older.alpha) == (1.0, 0.0, card.cost_scalars.alpha)
+    recipe = load_recipe("synthetic-tiny", ["eval.test_size=[32, 64]"])
+    scalars = dataclasses.asdict(card.cost_scalars)
+    assert ModelCard.of(recipe, card.classes, scalars, card.source).test_size == [32, 64]
 
 
 @pytest.mark.parametrize(
-    ("edit", "key"),
+    ("edit", "message"),
     [
-        (lambda m: m.pop("edge_distances"), "edge_distances"),
-        (lambda m: m["classes"].update(isthing=["yes"] * 9), "classes.isthing"),
-        (lambda m: m["classes"].update(colors=[[0, 0, 0]]), "classes.colors"),
-        (lambda m: m["normalization"].update(std=[0.2, 0.2, 0.0]), "normalization.std"),
-        (lambda m: m["min_area"].pop("thing"), "min_area.thing"),
-        (lambda m: m.update(test_size=[32]), "test_size"),
-        (lambda m: m["cost_scalars"].update(alpha=[1.0]), "cost_scalars.alpha"),
-        (lambda m: m.update(format="onnx"), "format"),
-        (lambda m: m.update(size_divisibility=30), "size_divisibility"),
+        (lambda m: m.pop("edge_distances"), "edge_distances: missing"),
+        (lambda m: m["classes"].update(isthing=["yes"] * 9), r"classes\.isthing\[0\]: expected"),
+        (lambda m: m["classes"].update(colors=[[0, 0, 0]]), "classes: names, category_ids"),
+        (lambda m: m["normalization"].update(std=[0.2, 0.2, 0.0]), "normalization.std: expected"),
+        (lambda m: m["min_area"].pop("thing"), r"min_area\.thing: missing"),
+        (lambda m: m.update(test_size=[32]), "test_size: expected"),
+        (lambda m: m["cost_scalars"].update(alpha=[1.0]), r"cost_scalars\.alpha: expected"),
+        (lambda m: m.update(format="onnx"), "format: expected one of 'cops-model'"),
+        (lambda m: m.update(size_divisibility=30), "size_divisibility: expected a positive"),
+        (lambda m: m.update(colour=1), "unknown model metadata key 'colour'"),
     ],
 )
-def test_metadata_errors_name_file_and_key(tiny_checkpoint, edit, key):
-    meta = json.loads(json.dumps(metadata_from_checkpoint(load_checkpoint(tiny_checkpoint), "x")))
-    edit(meta)
-    with pytest.raises(CopsError, match=rf"^model\.json: metadata key '{key}'"):
-        check_metadata(meta, "model.json")
+def test_model_card_errors_name_file_and_key(tiny_checkpoint, edit, message):
+    data = json.loads(json.dumps(Checkpoint.load(tiny_checkpoint).card.to_dict()))
+    edit(data)
+    with pytest.raises(CopsError, match=rf"^model\.json: {message}"):
+        ModelCard.from_dict(data, "model.json")
 
 
-def test_metadata_newer_version(tiny_checkpoint):
-    meta = metadata_from_checkpoint(load_checkpoint(tiny_checkpoint), "x")
+def test_model_card_newer_version(tiny_checkpoint):
+    data = Checkpoint.load(tiny_checkpoint).card.to_dict()
     with pytest.raises(CopsError, match="model.json: model metadata version 2 is newer"):
-        check_metadata({**meta, "version": 2}, "model.json")
+        ModelCard.from_dict({**data, "version": 2}, "model.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ def scenes() -> list[np.ndarray]:
 
 
 def _train_ids(predictor: Predictor) -> dict[int, int]:
-    return {c: t for t, c in enumerate(predictor.classes["category_ids"])}
+    return {c: t for t, c in enumerate(predictor.classes.category_ids)}
 
 
 def test_predictor_batch_of_sizes_is_deterministic(predictor, scenes):
@@ -284,14 +286,14 @@ def test_predictor_batch_of_sizes_is_deterministic(predictor, scenes):
         assert a.segments == b.segments
         assert set(a.timings) == {"cnn", "solver", "rest"}
         assert all(v >= 0 for v in a.timings.values())
-    assert predictor.classes["names"][-1] == "truck"
-    assert predictor.metadata["edge_distances"] == [1, 2, 4, 8]
+    assert predictor.classes.names[-1] == "truck"
+    assert predictor.card.edge_distances == [1, 2, 4, 8]
     assert predictor.predict([]) == []
 
 
 def test_predictor_test_size_maps_back(tiny_checkpoint, scenes):
     resized = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", test_size=[32, 64])
-    assert resized.metadata["test_size"] == [32, 64]
+    assert resized.card.test_size == [32, 64]
     (pred,) = resized.predict(scenes[:1])
     assert pred.ids.shape == (61, 97)
     _check_consistent(pred, _train_ids(resized))
@@ -313,7 +315,7 @@ def test_predictor_normalises_pads_and_crops():
         edge = torch.full((b, 4, height // 4, width // 4), 3.0)
         return node, edge, torch.full_like(edge, 0.25)
 
-    meta = check_metadata(_hand_metadata(), "hand")
+    meta = _hand_card()
     # The first and last share a 2x18 grid (solved together), the middle one has its own.
     images = [
         np.full((5, 70, 3), 200, np.uint8),
@@ -335,17 +337,12 @@ def test_predictor_normalises_pads_and_crops():
         assert np.all(pred.semantic == 1)
 
 
-def _hand_metadata() -> dict:
-    return model_metadata(
+def _hand_card() -> ModelCard:
+    return ModelCard.of(
         load_recipe("synthetic-tiny", ["model.edge_distances=[1, 2]"]),
-        {
-            "names": ["road", "sky", "car", "person"],
-            "category_ids": CATEGORY_IDS,
-            "isthing": ISTHING,
-            "colors": [[0, 0, 0]] * 4,
-        },
+        ClassList(["road", "sky", "car", "person"], CATEGORY_IDS, ISTHING, [[0, 0, 0]] * 4),
         {"a": 1.0, "b": 0.0, "alpha": [1.0, 1.0], "beta": [0.0, 0.0], "edge_distances": [1, 2]},
-        {"checkpoint": "", "iteration": 0, "phase": "test"},
+        CardSource("", 0, "test"),
     )
 
 
@@ -359,10 +356,9 @@ def test_predictor_errors(tiny_checkpoint, predictor, tmp_path):
         return maps, maps, maps
 
     with pytest.raises(CopsError, match="node_costs of shape"):
-        Predictor(wrong_runner, _hand_metadata()).predict([np.zeros((8, 8, 3), np.uint8)])
-    ckpt = load_checkpoint(tiny_checkpoint)
-    ckpt["recipe"]["model"]["decoder_channels"] = 16
-    del ckpt["format"], ckpt["version"]
+        Predictor(wrong_runner, _hand_card()).predict([np.zeros((8, 8, 3), np.uint8)])
+    ckpt = Checkpoint.load(tiny_checkpoint)
+    ckpt.recipe_dict["model"]["decoder_channels"] = 16
     broken = save_checkpoint(ckpt, tmp_path)
     with pytest.raises(CopsError, match=f"{broken}: the weights do not fit"):
         Predictor.from_checkpoint(broken, device="cpu")
@@ -396,8 +392,8 @@ def test_predictor_resizes_shortest_edge_and_maps_back():
         edge = torch.full((b, 4, height // 4, width // 4), 3.0)
         return node, edge, torch.full_like(edge, 0.25)
 
-    meta = check_metadata({**_hand_metadata(), "resize_shortest_edge": [40, 64]}, "hand")
+    meta = dataclasses.replace(_hand_card(), resize_shortest_edge=[40, 64])
     (pred,) = Predictor(runner, meta).predict([np.zeros((30, 90, 3), np.uint8)])
-    div = meta["size_divisibility"]  # 30x90 -> scale min(40/30, 64/90): 21x64, then padded
+    div = meta.size_divisibility  # 30x90 -> scale min(40/30, 64/90): 21x64, then padded
     assert seen == [(1, 3, -(-21 // div) * div, -(-64 // div) * div)]
     assert pred.ids.shape == (30, 90)

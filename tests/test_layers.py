@@ -1,12 +1,15 @@
 """Package layering (DESIGN §2): every import runs downward, base ← algorithms ← use ← training ←
-benchmarks ← CLI, and the CLI only wires. A new upward import, or a CLI function that does the
-work itself, fails here with the file and line."""
+benchmarks ← Python API ← CLI, and the CLI only wires. A new upward import, or a CLI function that
+does the work itself, fails here with the file and line."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,9 +24,16 @@ LAYER = {
     "inference": 2,
     "training": 3,
     "benchmarks": 4,
-    "cops_cli": 5,
+    "api": 5,
+    "cops_cli": 6,
 }
 """Folder → layer; a module may import from its own layer's folder or from lower layers."""
+
+FRONT_DOOR = ("core/__init__.py", "cops.api")
+"""The one allowed upward import: ``import cops; cops.load(...)`` needs the base package to
+reach the Python API. It sits inside a PEP 562 ``__getattr__``, so it runs on first use of
+``cops.load``/``train``/``finetune``/``Model`` and never while ``cops`` itself is imported
+(tested below); nothing in ``cops.api`` imports the bare ``cops`` package back."""
 
 
 def _package_folders(root: Path) -> dict[str, Path]:
@@ -81,6 +91,9 @@ def upward_imports(root: Path) -> list[str]:
                     target = _owner(module, folders)
                     if target is None or target == folder.name:
                         continue
+                    here, api = path.relative_to(root).as_posix(), FRONT_DOOR[1]
+                    if here == FRONT_DOOR[0] and (module == api or module.startswith(api + ".")):
+                        continue
                     if LAYER.get(target, -1) > LAYER[folder.name]:
                         problems.append(
                             f"{path.relative_to(root)}:{node.lineno}: {folder.name} imports "
@@ -92,6 +105,28 @@ def upward_imports(root: Path) -> list[str]:
 def test_imports_only_run_downward():
     problems = upward_imports(REPO)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_the_front_door_imports_the_api_only_on_first_use():
+    """``import cops`` leaves ``cops.api`` (and torch) unimported; ``cops.load`` brings it in."""
+    tree = ast.parse((REPO / FRONT_DOOR[0]).read_text("utf-8"))
+    lazy = [
+        node
+        for func in ast.walk(tree)
+        if isinstance(func, ast.FunctionDef) and func.name == "__getattr__"
+        for node in ast.walk(func)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    every = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert every == lazy and lazy, "core/__init__.py may import only inside __getattr__"
+    code = (
+        "import sys, cops\n"
+        "assert 'cops.api' not in sys.modules and 'torch' not in sys.modules\n"
+        "assert callable(cops.load) and 'cops.api' in sys.modules\n"
+        "assert {'load', 'train', 'finetune', 'Model'} <= set(dir(cops))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_every_package_folder_has_a_layer():

@@ -22,7 +22,7 @@ from _cops_reference import (
 
 from cops.datasets.panoptic_io import read_image
 from cops.models import BackboneInitWarning, SemanticBoundaryNet
-from cops.models.build import load_checkpoint
+from cops.models.checkpoint import Checkpoint
 from cops.models.heads import source_to_midpoint
 from cops.models.original_import import (
     RefusedFileError,
@@ -53,13 +53,11 @@ def imported(tmp_path_factory, cops) -> Path:
 
 
 def _network(checkpoint: Path) -> torch.nn.Module:
-    from cops.inference.metadata import checkpoint_recipe
-
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
-        net = SemanticBoundaryNet.from_config(checkpoint_recipe(ckpt, checkpoint).model, 19)
-    net.load_state_dict(ckpt["model"])
+        net = SemanticBoundaryNet.from_config(ckpt.recipe.model, 19)
+    net.load_state_dict(ckpt.weights)
     return net.eval()
 
 
@@ -238,13 +236,13 @@ def test_exported_import_reproduces_the_original_costs(imported, tmp_path, fmt):
 
     out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
     model = load_export(export_checkpoint(imported, fmt, out), device="cpu")
-    norm = model.metadata["normalization"]
-    np.testing.assert_allclose(np.array(norm["mean"]) * 255, [123.675, 116.28, 103.53])
-    np.testing.assert_allclose(np.array(norm["std"]) * 255, [58.395, 57.12, 57.375])
+    norm = model.card.normalization
+    np.testing.assert_allclose(np.array(norm.mean) * 255, [123.675, 116.28, 103.53])
+    np.testing.assert_allclose(np.array(norm.std) * 255, [58.395, 57.12, 57.375])
     reference = np.load(DATA / "cops_reference_outputs.npz")
     image = read_image(DATA / "input_rgb_512x1024.png")
-    mean = torch.tensor(norm["mean"]).view(3, 1, 1) * 255
-    std = torch.tensor(norm["std"]).view(3, 1, 1) * 255
+    mean = torch.tensor(norm.mean).view(3, 1, 1) * 255
+    std = torch.tensor(norm.std).view(3, 1, 1) * 255
     x = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() - mean) / std
     node, edge, _ = (t[0] for t in model(x[None]))
     errors: dict[str, float] = {}

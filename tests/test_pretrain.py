@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training import metrics, run_pretrain, tiny_dataset
+from _training import checkpoint_dict, metrics, run_pretrain, tiny_dataset
 
 from cops.errors import CopsError, RecipeError
 from cops.models import PretrainLoss
 from cops.models.backbone import ResNetBackbone
-from cops.models.build import load_checkpoint
 from cops.training.checkpoint import LAST
 from cops.training.distributed import DistInfo
 from cops.training.engine import NonFiniteLossError, Trainer
@@ -93,11 +92,11 @@ def test_resume_ends_bit_identical(data: Path, tmp_path: Path, monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(data, tmp_path / "resumed", settings)
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "resumed" / LAST)["iteration"] == 3
+    assert checkpoint_dict(tmp_path / "resumed" / LAST)["iteration"] == 3
     run_pretrain(data, tmp_path / "resumed", settings, recipe=None, resume=True)
 
-    straight = load_checkpoint(tmp_path / "straight" / LAST)
-    resumed = load_checkpoint(tmp_path / "resumed" / LAST)
+    straight = checkpoint_dict(tmp_path / "straight" / LAST)
+    resumed = checkpoint_dict(tmp_path / "resumed" / LAST)
     assert resumed["iteration"] == straight["iteration"] == 6
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
@@ -128,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteLossError, match=message) as exc:
         run_pretrain(data, out, ["train.iterations=5", "train.checkpoint_every=2"])
     assert f"{out / LAST} keeps the last good state (iteration 2)" in str(exc.value)
-    kept = load_checkpoint(out / LAST)
+    kept = checkpoint_dict(out / LAST)
     assert kept["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
@@ -140,11 +139,11 @@ def test_weights_option_initialises_from_a_file(data: Path, tmp_path: Path):
     torch.save(backbone, tmp_path / "resnet18.pth")
     tiny_step = ["train.iterations=1", "train.lr=1e-9"]
     run_pretrain(data, tmp_path / "a", tiny_step, weights=tmp_path / "resnet18.pth")
-    first = load_checkpoint(tmp_path / "a" / LAST)["model"]
+    first = checkpoint_dict(tmp_path / "a" / LAST)["model"]
     key = "layer3.0.conv1.weight"
     assert (first[f"backbone.{key}"] - backbone[key]).abs().max() < 1e-6
     run_pretrain(data, tmp_path / "b", tiny_step, weights=tmp_path / "a" / LAST)
-    second = load_checkpoint(tmp_path / "b" / LAST)["model"]
+    second = checkpoint_dict(tmp_path / "b" / LAST)["model"]
     for key in ("backbone.stem.conv1.weight", "semantic_head.classifier.weight"):
         assert (second[key] - first[key]).abs().max() < 1e-6, key
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from _training import run_pretrain, tiny_dataset
 
+from cops.datasets.class_list import ClassList
 from cops.training.checkpoint import LAST
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
@@ -219,22 +220,21 @@ def test_export_under_a_regular_file_names_the_path(trained, tmp_path):
 # 4. --weights compares the checkpoint's classes with the dataset's.
 
 
-def _synthetic_classes(order: list[int]) -> dict[str, list]:
+def _synthetic_classes(order: list[int]) -> ClassList:
     from cops.datasets.street_scene import SYNTHETIC_CATEGORIES
 
     cats = [SYNTHETIC_CATEGORIES[i] for i in order]
-    return {
-        "names": [c.name for c in cats],
-        "category_ids": [c.id for c in cats],
-        "isthing": [c.isthing for c in cats],
-        "colors": [list(c.color) for c in cats],
-    }
+    return ClassList(
+        [c.name for c in cats], [c.id for c in cats], [c.isthing for c in cats],
+        [list(c.color) for c in cats],
+    )  # fmt: skip
 
 
 def test_weights_with_classes_in_another_order_are_remapped(tmp_path, caplog):
     import torch
 
     from cops.models.build import build_model
+    from cops.models.checkpoint import Checkpoint
     from cops.recipes.schema import load_recipe
     from cops.training.checkpoint import save_checkpoint
 
@@ -249,11 +249,9 @@ def test_weights_with_classes_in_another_order_are_remapped(tmp_path, caplog):
             if tensor.is_floating_point():
                 tensor.copy_(torch.randn_like(tensor).abs() if "running_var" in name else
                              torch.randn_like(tensor) * 0.1)  # fmt: skip
-    ckpt = save_checkpoint(
-        {"model": source.state_dict(), "recipe": recipe.to_dict(),
-         "classes": _synthetic_classes(list(range(count))), "iteration": 1, "phase": "pretrain"},
-        tmp_path,
-    )  # fmt: skip
+    classes = _synthetic_classes(list(range(count)))
+    stored = Checkpoint(source.state_dict(), recipe.to_dict(), classes, 1, "pretrain")
+    ckpt = save_checkpoint(stored, tmp_path)
     order = list(reversed(range(count)))
     with caplog.at_level("WARNING"):
         target = build_model(recipe.model, count, ckpt, classes=_synthetic_classes(order)).eval()

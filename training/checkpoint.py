@@ -1,7 +1,7 @@
-"""Training checkpoints: the run folder's ``last.pt`` and numbered copies, RNG states, atomic saves.
+"""Training checkpoints: the run folder's ``last.pt`` and numbered copies, and RNG states.
 
-The format (a plain dict marked ``format: cops-checkpoint``) and its loading live in
-:mod:`cops.models.build`, below inference; this module writes it.
+The file format is :class:`cops.models.checkpoint.Checkpoint`'s, below inference; this module
+decides where training keeps its checkpoints and how many.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cops.files import atomic_save
-from cops.models.build import FORMAT, VERSION
+from cops.models.checkpoint import Checkpoint
 
 LAST = "last.pt"
 _NUMBERED = re.compile(r"ckpt_(\d{7,})\.pt")
@@ -53,17 +52,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(state: dict[str, Any], out: Path, keep: int = 0) -> Path:
-    """Save `state` as ``OUT/last.pt``; with ``keep > 0`` also as ``ckpt_<iteration>.pt``.
+def save_checkpoint(ckpt: Checkpoint, out: Path, keep: int = 0) -> Path:
+    """Save `ckpt` as ``OUT/last.pt``; with ``keep > 0`` also as ``ckpt_<iteration>.pt``.
 
     Numbered copies are hard links of ``last.pt`` where the file system allows (no extra space
     until ``last.pt`` moves on); only the newest `keep` of them stay. Returns ``last.pt``'s path.
     """
     out = Path(out)
     last = out / LAST
-    atomic_save({"format": FORMAT, "version": VERSION, **state}, last)
+    ckpt.save(last)
     if keep > 0:
-        numbered = numbered_path(out, int(state["iteration"]))
+        numbered = numbered_path(out, int(ckpt.iteration))
         tmp = numbered.with_name(f".{numbered.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:

@@ -30,7 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cops.console import counts_table, make_progress, print_table
+from cops.datasets.class_list import ClassList
 from cops.errors import CopsError
+from cops.models.checkpoint import Checkpoint
 from cops.recipes.schema import TrainConfig
 from cops.training import distributed
 from cops.training.checkpoint import LAST, rng_state, save_checkpoint, set_rng_state
@@ -83,7 +85,7 @@ class RunContext:
     device: torch.device
     dist: DistInfo
     recipe: dict[str, Any]
-    classes: dict[str, list]
+    classes: ClassList
     phase: str = "pretrain"
     sync_bn: bool = False
 
@@ -267,7 +269,7 @@ class Trainer:
         batches: BatchStream,
         val: DataLoader | None,
         ctx: RunContext,
-        resume: dict[str, Any] | None = None,
+        resume: Checkpoint | None = None,
     ) -> None:
         self.cfg, self.ctx, self.objective = cfg, ctx, objective
         self.batches, self.val = batches, val
@@ -308,14 +310,15 @@ class Trainer:
         net: nn.Module = self.ddp if self.ddp is not None else self.model
         self.net = torch.compile(net) if cfg.compile else net
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
+    def _restore(self, ckpt: Checkpoint) -> None:
         """Load weights, optimizer, schedule, scaler, RNG states and the step count."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        states = ckpt.get("rng", [])
+        state = ckpt.training
+        self.model.load_state_dict(ckpt.weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        states = state.get("rng", [])
         if len(states) == self.dist.world_size:
             set_rng_state(states[self.dist.rank])
         else:
@@ -325,7 +328,7 @@ class Trainer:
                 len(states),
                 self.dist.world_size,
             )
-        self.start = self.last_saved = int(ckpt["iteration"])
+        self.start = self.last_saved = int(ckpt.iteration)
 
     # -- one optimizer step ---------------------------------------------------------------------
 
@@ -412,20 +415,23 @@ class Trainer:
                     f"digests {digests}); this is a bug, please report it"
                 )
         if self.dist.is_main:
-            state_dict = {
-                "phase": self.ctx.phase,
-                "iteration": iteration,
-                "model": self.model.state_dict(),
+            training = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
-                "recipe": self.ctx.recipe,
-                "classes": self.ctx.classes,
                 "world_size": self.dist.world_size,
                 "metrics": metrics,
             }
-            save_checkpoint(state_dict, self.ctx.out, self.cfg.keep_checkpoints)
+            ckpt = Checkpoint(
+                self.model.state_dict(),
+                self.ctx.recipe,
+                self.ctx.classes,
+                iteration,
+                self.ctx.phase,
+                training,
+            )
+            save_checkpoint(ckpt, self.ctx.out, self.cfg.keep_checkpoints)
         self.last_saved = iteration
         return digests
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from cops.datasets.class_list import ClassList
     from cops.models import SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
 
@@ -61,7 +62,7 @@ class PQObjective:
     matching + loss.
     """
 
-    def __init__(self, recipe: Recipe, classes: dict[str, list], device: torch.device) -> None:
+    def __init__(self, recipe: Recipe, classes: ClassList, device: torch.device) -> None:
         import torch
 
         from cops.models import PQSurrogateLoss, PretrainLoss
@@ -69,12 +70,12 @@ class PQObjective:
         ft, ev = recipe.finetune, recipe.eval
         self.finetune, self.solver = ft, recipe.solver
         self.distances = tuple(recipe.model.edge_distances)
-        self.partitionable = torch.tensor(classes["isthing"], dtype=torch.bool)
+        self.partitionable = torch.tensor(classes.isthing, dtype=torch.bool)
         paper = ft.surrogate == "paper"
         per_node = PAPER_AREA_DIVISOR if paper else STRIDE_AREA
         stuff_per_node = per_node * ft.stuff_area_factor if paper else per_node
         self.pq_loss = PQSurrogateLoss(
-            classes["isthing"],
+            classes.isthing,
             beta=ft.beta,
             thing_min_area=ev.thing_min_area / per_node,
             stuff_min_area=ev.stuff_min_area / stuff_per_node,
@@ -201,7 +202,7 @@ def _prepare(model: SemanticBoundaryNet, recipe: Recipe) -> SemanticBoundaryNet:
     return model
 
 
-def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -> PQObjective:
+def _objective(recipe: Recipe, classes: ClassList, device: torch.device) -> PQObjective:
     return PQObjective(recipe, classes, device)
 
 

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
 
+    from cops.datasets.class_list import ClassList
     from cops.models import SemanticBoundaryNet
+    from cops.models.checkpoint import Checkpoint
     from cops.recipes.schema import Recipe, TrainConfig
     from cops.training.distributed import DistInfo
     from cops.training.engine import Objective
     from cops.training.loaders import TrainBatches
-    from cops.training.run import RunConfig
+    from cops.training.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Phase:
     name: str
     schedule: Callable[[Recipe], TrainConfig]
     prepare: Callable[[SemanticBoundaryNet, Recipe], SemanticBoundaryNet]
-    objective: Callable[[Recipe, dict[str, list], torch.device], Objective]
+    objective: Callable[[Recipe, ClassList, torch.device], Objective]
     out_suffix: str = ""
     start_hint: str | None = None
 
@@ -72,12 +74,12 @@ class PhaseSetup:
     class metadata, the prepared network, its objective, the training batches and validation."""
 
     recipe: Recipe
-    classes: dict[str, list]
+    classes: ClassList
     model: SemanticBoundaryNet
     objective: Objective
     batches: TrainBatches
     val: DataLoader | None
-    checkpoint: dict | None
+    checkpoint: Checkpoint | None
 
 
 def setup_phase(
@@ -102,9 +104,9 @@ def setup_phase(
 
     import torch
 
-    from cops.datasets.prepared import class_metadata
     from cops.datasets.recipe_data import ensure_dataset
-    from cops.models.build import build_model, load_checkpoint
+    from cops.models.build import build_model
+    from cops.models.checkpoint import Checkpoint
     from cops.training import distributed
     from cops.training.engine import seed_everything
     from cops.training.loaders import TrainBatches, open_datasets, val_loader
@@ -121,21 +123,21 @@ def setup_phase(
         ensure_dataset(recipe, may_generate=may_generate)
     distributed.barrier()
     train_set, val_set = open_datasets(recipe)
-    classes = class_metadata(train_set.categories)
-    ckpt = load_checkpoint(resume) if resume is not None else None
-    if ckpt is not None and ckpt["classes"] != classes:
+    classes = train_set.categories.classes
+    ckpt = Checkpoint.load(resume) if resume is not None else None
+    if ckpt is not None and ckpt.classes != classes:
         raise CopsError(
-            f"{resume}: the checkpoint's classes ({', '.join(ckpt['classes']['names'])}) "
+            f"{resume}: the checkpoint's classes ({', '.join(ckpt.classes.names)}) "
             f"differ from those of {train_set.paths.json}"
         )
-    if ckpt is not None and ckpt.get("phase", phase.name) != phase.name:
+    if ckpt is not None and ckpt.phase not in ("", phase.name):
         raise CopsError(
-            f"{resume}: a {ckpt['phase']} checkpoint cannot be resumed by {phase.name}; "
+            f"{resume}: a {ckpt.phase} checkpoint cannot be resumed by {phase.name}; "
             f"start {phase.name} from it with --weights instead"
         )
     model = build_model(
         recipe.model,
-        len(classes["names"]),
+        len(classes),
         weights,
         ckpt is not None,
         classes=classes,

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from cops.datasets.class_list import ClassList
     from cops.models import PretrainLoss, SemanticBoundaryNet
     from cops.recipes.schema import Recipe, TrainConfig
 
@@ -50,7 +51,7 @@ def _prepare(model: SemanticBoundaryNet, recipe: Recipe) -> SemanticBoundaryNet:
     return model
 
 
-def _objective(recipe: Recipe, classes: dict[str, list], device: torch.device) -> PixelObjective:
+def _objective(recipe: Recipe, classes: ClassList, device: torch.device) -> PixelObjective:
     from cops.models import PretrainLoss
 
     return PixelObjective(PretrainLoss(recipe.loss))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from cops.console import set_activity, state
 from cops.device import resolve_device
 from cops.errors import CopsError
-from cops.recipes.schema import Recipe, load_recipe, recipe_name, recipe_with_overrides
+from cops.recipes.schema import load_recipe, recipe_name, recipe_with_overrides
+from cops.training.run_config import RunConfig
 
 if TYPE_CHECKING:
+    from cops.recipes.schema import Recipe
     from cops.training.phase import Phase
 
 log = logging.getLogger(__name__)
@@ -42,25 +43,6 @@ SAME_TENSORS = frozenset(
 )
 """Model keys that leave the network's tensors as they are: `--resume` may change them. Any
 other ``model.*`` change would not fit the checkpoint's weights, so it is refused up front."""
-
-
-@dataclass
-class RunConfig:
-    """A fully resolved training run: picklable, so it travels to spawned worker processes."""
-
-    recipe: Recipe
-    name: str
-    out: Path
-    device: str
-    nproc: int
-    resume: bool = False
-    weights: Path | None = None
-    reinit_head: bool = False
-    own_data: bool = True
-    """Whether ``recipe.data.root`` is the recipe's own (not a --data folder): only then may the
-    synthetic dataset be generated into it."""
-    verbose: bool = False
-    quiet: bool = False
 
 
 def resolve_nproc(value: str, device: str, under_launcher: bool) -> int:
@@ -156,7 +138,7 @@ def resolve_run(
     ``last.pt``; `--resume` needs one and, without `--recipe`, continues with the checkpoint's
     recipe (with `--set` applied on top).
     """
-    from cops.models.build import load_checkpoint
+    from cops.models.checkpoint import Checkpoint
     from cops.training.checkpoint import LAST
 
     name = recipe_name(recipe) if recipe else DEFAULT_RECIPE
@@ -172,14 +154,14 @@ def resolve_run(
             )
         if not last.is_file():
             raise CopsError(f"--resume: no checkpoint to continue at {last}")
-        stored = load_checkpoint(last, mmap=True)["recipe"]
+        stored = Checkpoint.load(last, mmap=True).recipe_dict
         if recipe:
             resolved = load_recipe(recipe, overrides or [])
         else:
             resolved = recipe_with_overrides(stored, overrides or [])
     else:
         if last.exists():
-            iteration = load_checkpoint(last, mmap=True)["iteration"]
+            iteration = Checkpoint.load(last, mmap=True).iteration
             raise CopsError(
                 f"{out} already holds a run (last.pt at iteration {iteration}); add --resume to "
                 "continue it, or choose another --out"
@@ -213,13 +195,15 @@ def resolve_run(
     )
 
 
-def train_phase(phase: Phase, **options: Any) -> None:
-    """Resolve the shared options (see :func:`resolve_run`) and train `phase`.
+def train_phase(phase: Phase, **options: Any) -> Path:
+    """Resolve the shared options (see :func:`resolve_run`) and train `phase`; returns the run's
+    ``last.pt``.
 
     Runs here (one process, or one of torchrun's) or in `nproc` local processes; local workers
     are spawned only after the synthetic data exists, so they never race to make it.
     """
     from cops.datasets.recipe_data import ensure_dataset
+    from cops.training.checkpoint import LAST
     from cops.training.distributed import launch_local, under_launcher
     from cops.training.phase import phase_worker
     from cops.training.run_lock import run_lock
@@ -236,6 +220,7 @@ def train_phase(phase: Phase, **options: Any) -> None:
     with run_lock(run.out):
         if launched or run.nproc == 1:
             worker(run)
-            return
+            return run.out / LAST
         ensure_dataset(run.recipe, may_generate=run.own_data)
         launch_local(run.nproc, worker, run, verbose=run.verbose)
+    return run.out / LAST

@@ -28,6 +28,7 @@ import torch
 from cops.datasets.panoptic_io import read_json
 from cops.errors import CopsError
 from cops.files import atomic_write_files
+from cops.inference.onnx_runtime import import_onnxruntime
 from cops.models import CostMapNet
 from cops.models.checkpoint import Checkpoint
 from cops.models.model_card import OUTPUTS, ModelCard
@@ -237,7 +238,7 @@ class ExportedCostMapNet:
 def _onnx_runner(path: Path, device: str) -> tuple[Runner, str]:
     """An onnxruntime session over `path` (CUDA provider when asked for and present)."""
     try:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
     except ImportError as exc:
         raise CopsError(f"{path}: {_ONNX_HINT} ({exc})") from exc
     available = ort.get_available_providers()

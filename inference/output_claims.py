@@ -1,10 +1,10 @@
 """Which files of an output folder earlier prediction runs wrote, so that a run overwrites those
 and nothing else: not a dataset's ground truth, not a user's image that happens to sit there.
 
-A hidden record in the folder lists every file a prediction writer claimed, written before the
-first of them (so a run killed halfway has claimed what it left). Folders written before the
-record existed are recognised by their predictions JSON (segments with a ``score``, which ground
-truth never has) and the files it lists.
+A finished run's predictions JSON (segments with a ``score``, which ground truth never has) lists
+its files. While a run writes, and after it if its JSON does not list every file earlier runs
+left, a hidden record in the folder lists every file claimed, written before the first of them:
+a run killed halfway (whose old JSON is gone) has claimed what it left.
 """
 
 from __future__ import annotations
@@ -71,3 +71,11 @@ class OutputClaims:
         if own != self._recorded:  # new files, or ones only the JSON (removed next) listed
             atomic_write_text(self.out / RECORD, "".join(f"{r}\n" for r in sorted(own)))
             self._recorded = set(own)
+
+    def settle(self) -> None:
+        """After the JSON is written: drop the record if the JSON lists every claimed file
+        that exists (claimed files a run did not write, unreadable inputs', are no concern)."""
+        present = {r for r in self.own() if (self.out / r).exists()}
+        if present <= _listed_by_predictions(self.out, self._json_name, self._folders):
+            (self.out / RECORD).unlink(missing_ok=True)
+            self._recorded = set()

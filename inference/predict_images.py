@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from cops.datasets.panoptic_io import read_image
 from cops.device import resolve_device
 from cops.errors import CopsError, DatasetError
 from cops.inference.image_files import check_apart, find_images
+from cops.inference.memory_budget import oversized
 from cops.inference.outputs import PredictionWriter
 from cops.inference.predictor import Predictor
 from cops.inference.result import PanopticPrediction
@@ -55,6 +58,16 @@ def image_entries(inputs: Path) -> list[tuple[Path, str, str]]:
     ]
 
 
+def _readable(path: Path, predictor: Predictor) -> np.ndarray:
+    """The image at `path`; a `DatasetError` naming it if it cannot be read, or is too large to
+    predict within bounded memory (see :func:`~cops.inference.memory_budget.oversized`)."""
+    image = read_image(path)
+    why = oversized(image.shape, predictor.test_size, predictor.resize_shortest_edge)
+    if why is not None:
+        raise DatasetError(f"{path}: {why}")
+    return image
+
+
 def predict_files(
     predictor: Predictor,
     files: Sequence[tuple[Path, str, str]],
@@ -85,7 +98,7 @@ def predict_files(
             batch, images = [], []
             for path, name, file_name in chunk:
                 try:
-                    images.append(read_image(path))
+                    images.append(_readable(path, predictor))
                     batch.append((name, file_name))
                 except DatasetError as exc:
                     result.failed.append((path, str(exc)))

@@ -22,6 +22,7 @@ from cops.inference.export import FORMAT_SUFFIXES, export_checkpoint
 from cops.inference.predict_images import ImagesPrediction, image_entries, predict_files
 from cops.inference.predictor import Predictor
 from cops.inference.result import PanopticPrediction
+from cops.inference.video import VideoPrediction, predict_video
 from cops.models.checkpoint import Checkpoint
 from cops.models.model_card import ModelCard
 
@@ -159,6 +160,12 @@ class Model:
             skipped=skipped,
             source=Path(inputs),
         )
+
+    def predict_video(self, source: str | Path, out: str | Path, **options: Any) -> VideoPrediction:
+        """``cops predict`` on a video file (or a folder of frames with ``sequence=True``):
+        per-frame PNGs with thing ids tracked by overlap, ``panoptic.json``, ``overlay.mp4``
+        with ``overlay=True``; `options` are :func:`~cops.inference.video.predict_video`'s."""
+        return predict_video(Path(source), Path(out), self.predictor, **options)
 
     def evaluate(
         self, data: str | Path | None = None, split: str | None = None, **options: Any

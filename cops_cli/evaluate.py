@@ -96,6 +96,12 @@ def evaluate(
     workers: Annotated[
         int, typer.Option("--workers", "-j", min=0, help="Image-reading worker processes.")
     ] = 2,
+    html_report: Annotated[
+        bool, typer.Option("--report", help="Also write OUT/report.html (plots, worst images).")
+    ] = False,
+    report_images: Annotated[
+        int, typer.Option("--report-images", min=0, help="Lowest-PQ images in the report.")
+    ] = 12,
 ) -> None:
     """Evaluate a checkpoint: PQ/SQ/RQ (all, things, stuff, per class), mIoU and mask AP.
 
@@ -119,6 +125,8 @@ def evaluate(
             batch_size=batch_size,
             workers=workers,
             progress=progress,
+            report=html_report,
+            report_images=report_images,
         )
     report = result.report
     title = f"{report['checkpoint']} on {report['split']} ({result.images} images)"
@@ -128,3 +136,5 @@ def evaluate(
         seconds = report["seconds_per_image"]
         timing = ", ".join(f"{k} {v:.3f}" for k, v in seconds.items())
         console.print(f"Seconds per image: {timing}. Wrote {result.out / 'metrics.json'}")
+        if result.html is not None:
+            console.print(f"Report: {result.html}")

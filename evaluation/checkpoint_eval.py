@@ -16,6 +16,8 @@ from cops.datasets.recipe_data import open_split
 from cops.device import resolve_device
 from cops.errors import CopsError
 from cops.evaluation.dataset_eval import evaluate_split
+from cops.evaluation.report import provenance, write_report
+from cops.evaluation.report_data import ReportCollector
 from cops.files import atomic_write_json
 from cops.inference.outputs import PredictionWriter
 from cops.inference.predictor import Predictor
@@ -30,6 +32,7 @@ class CheckpointEvaluation:
     isthing: dict[str, bool]
     images: int
     out: Path
+    html: Path | None = None
 
 
 def evaluate_checkpoint(
@@ -47,12 +50,15 @@ def evaluate_checkpoint(
     test_size: tuple[int, int] | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    report: bool = False,
+    report_images: int = 12,
 ) -> CheckpointEvaluation:
     """Run the CNN and the solver on every image of the split and score the panoptic maps.
 
     `checkpoint` is a path or a loaded :class:`Checkpoint` (read once either way). `out`
     defaults to ``eval-SPLIT`` beside the checkpoint; `progress(advance, total)` is called
-    as images finish.
+    as images finish. With `report`, ``OUT/report.html`` shows the results with the
+    `report_images` lowest-PQ images, and ``metrics.json`` adds PQ by size and class confusions.
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     path = Path(ckpt.path or "")
@@ -75,6 +81,7 @@ def evaluate_checkpoint(
         writer = PredictionWriter(
             out, ckpt.classes, panoptic_dir="predictions", json_name="predictions.json"
         )
+    collector = ReportCollector(ckpt.classes.to_dict(), report_images) if report else None
     if progress is not None:
         progress(0, count)
     run = evaluate_split(
@@ -86,18 +93,25 @@ def evaluate_checkpoint(
         writer=writer,
         workers=workers,
         progress=None if progress is None else (lambda n: progress(n, count)),
+        on_image=None if collector is None else collector.add,
     )
     if writer is not None:
         writer.close()
-    report = {
+    results = {
         **run.metrics,
         "checkpoint": str(path),
         "iteration": ckpt.iteration,
         "split": split,
         "seconds_per_image": {k: v / max(count, 1) for k, v in run.seconds.items()},
+        **(collector.summary() if collector is not None else {}),
     }
-    atomic_write_json(out / "metrics.json", report)
+    atomic_write_json(out / "metrics.json", results)
     if per_image:
         run.evaluator.write_per_image_csv(out / "per_image.csv")
+    html = None
+    if collector is not None:
+        stored = {"recipe": ckpt.recipe_dict, "iteration": ckpt.iteration, "phase": ckpt.phase}
+        facts = provenance(path, stored, dataset.paths.root, split, count)
+        html = write_report(out, results, collector, facts, path.parent / "metrics.jsonl")
     isthing = dict(zip(names, (bool(t) for t in dataset.categories.isthing), strict=True))
-    return CheckpointEvaluation(report, isthing, count, out)
+    return CheckpointEvaluation(results, isthing, count, out, html)

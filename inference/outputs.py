@@ -65,9 +65,13 @@ def _touching_pairs(ids: np.ndarray) -> np.ndarray:
 
 
 def _segment_colors(
-    ids: np.ndarray, seg_class: dict[int, int], table: ClassList
+    ids: np.ndarray,
+    seg_class: dict[int, int],
+    table: ClassList,
+    tints: Mapping[int, int] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Colour per segment id: stuff its class colour, things a tint no touching twin shares."""
+    """Colour per segment id: stuff its class colour, things a tint no touching twin shares
+    (or the tint `tints` gives the id, as video tracks keep theirs)."""
     neighbours: dict[int, set[int]] = {i: set() for i in seg_class}
     for a, b in _touching_pairs(ids).tolist():
         if a in seg_class and b in seg_class and seg_class[a] == seg_class[b]:
@@ -83,6 +87,8 @@ def _segment_colors(
         taken = {tint_of[n] for n in neighbours[seg_id] if n in tint_of}
         free = [t for t in range(len(_TINTS)) if t not in taken]
         tint_of[seg_id] = free[0] if free else seg_id % len(_TINTS)
+        if tints is not None and seg_id in tints:
+            tint_of[seg_id] = tints[seg_id] % len(_TINTS)
         target, weight = _TINTS[tint_of[seg_id]]
         colors[seg_id] = (1 - weight) * base + weight * np.asarray(target, dtype=np.float64)
     return colors
@@ -134,12 +140,16 @@ def _draw_legend(canvas: np.ndarray, entries: list[tuple[str, np.ndarray]]) -> N
 
 
 def render_overlay(
-    image: np.ndarray, prediction: PanopticPrediction, classes: ClassList | Mapping[str, Any]
+    image: np.ndarray,
+    prediction: PanopticPrediction,
+    classes: ClassList | Mapping[str, Any],
+    tints: Mapping[int, int] | None = None,
 ) -> np.ndarray:
     """The image (uint8 RGB [H, W, 3]) blended with segment colours, thing borders and a legend.
 
     Stuff segments take their class colour, thing instances a tint of it that differs from every
-    touching instance of the same class; the legend lists the classes present.
+    touching instance of the same class (or, for ids in `tints`, the tint given there); the
+    legend lists the classes present.
     """
     table = classes if isinstance(classes, ClassList) else ClassList.from_dict(classes)
     ids = np.asarray(prediction.ids)
@@ -154,7 +164,7 @@ def render_overlay(
     seg_class = {
         v: table.class_of(by_id[v]["category_id"]) for v in values.tolist() if v and v in by_id
     }
-    colors = _segment_colors(ids, seg_class, table)
+    colors = _segment_colors(ids, seg_class, table, tints)
     shown = np.asarray([v in colors for v in values.tolist()])
     palette = np.asarray([colors.get(v, np.zeros(3)) for v in values.tolist()]).reshape(-1, 3)
     thing = np.asarray([v in seg_class and table.isthing[seg_class[v]] for v in values.tolist()])
@@ -315,6 +325,5 @@ class PredictionWriter:
                     "categories": self.table.categories(),
                 },
             )
-            self._claims.settle()
             self._closed = True
         return self.json_path

@@ -25,7 +25,7 @@ from cops.errors import CopsError
 from cops.inference.export import load_export
 from cops.inference.instance_score import logits_from_costs
 from cops.inference.postprocess import postprocess
-from cops.inference.result import PanopticPrediction
+from cops.inference.result import PanopticPrediction, boundary_map
 from cops.models.checkpoint import Checkpoint
 from cops.models.model_card import ModelCard
 from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
@@ -313,6 +313,7 @@ class Predictor:
                 edges=_grid_edges(h, w, self.edge_distances),
                 **self._scoring(node[i, :, :h, :w], edge[i, :, :h, :w]),
             )
+            pred.boundary = boundary_map(prob[i, :, :h, :w], self.edge_distances)
             own[i] += time.perf_counter() - tic
             predictions.append(pred)
 

@@ -325,5 +325,6 @@ class PredictionWriter:
                     "categories": self.table.categories(),
                 },
             )
+            self._claims.settle()
             self._closed = True
         return self.json_path

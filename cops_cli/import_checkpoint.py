@@ -34,9 +34,11 @@ def import_checkpoint(
     Every key of SOURCE is renamed to the paper network's, or the import fails listing the keys
     that do not fit. The written checkpoint works with predict, evaluate, export and finetune-pq.
     """
-    from cops.inference.released import import_checkpoint as convert
+    from cops.api.released import import_checkpoint as convert
 
-    result = convert(source, out, recipe, backbone_only, overrides, data)
+    result = convert(
+        source, out, recipe, backbone_only=backbone_only, overrides=overrides, data=data
+    )
     if not state.quiet:
         console.print(f"Wrote {result.out} ({result.tensors} tensors)")
         for key, reason in result.dropped.items():

@@ -124,7 +124,8 @@ def test_the_front_door_imports_the_api_only_on_first_use():
         "import sys, cops\n"
         "assert 'cops.api' not in sys.modules and 'torch' not in sys.modules\n"
         "assert callable(cops.load) and 'cops.api' in sys.modules\n"
-        "assert {'load', 'train', 'finetune', 'Model'} <= set(dir(cops))\n"
+        "assert {'load', 'train', 'finetune', 'import_checkpoint', 'Model'} <= set(dir(cops))\n"
+        "assert callable(cops.import_checkpoint) and callable(cops.train)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

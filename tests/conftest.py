@@ -1,7 +1,8 @@
 """Shared test fixtures and the quick lane.
 
 ``python -m pytest`` (what CI runs) runs everything; ``python -m pytest --quick`` skips the tests
-marked ``slow`` for a fast edit-test loop.
+marked ``slow`` (subprocesses, distributed runs, the CUDA simulator, long trainings) for a fast
+edit-test loop.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that run `cops` in a subprocess (the ``cops`` fixture) are ``slow`` like the ones
+    marked by hand; ``--quick`` skips them all."""
+    for item in items:
+        if "cops" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     if not config.getoption("--quick"):
         return
     skip = pytest.mark.skip(reason="slow: runs without --quick (as in CI)")
@@ -50,6 +56,20 @@ def _run_cops(
 def cops() -> CopsRunner:
     """Run the `cops` command in a subprocess: ``cops("predict", ...)`` → CompletedProcess."""
     return _run_cops
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, checkpoint): the tiny synthetic dataset and a 2-iteration pretraining on it, made
+    once per session for every test that needs a trained model; tests only read them."""
+    from _training import run_pretrain, tiny_dataset
+
+    from cops.training.checkpoint import LAST
+
+    root = tmp_path_factory.mktemp("tiny-pretrained")
+    data = tiny_dataset(root / "data")
+    run_pretrain(data, root / "run", ["train.iterations=2"])
+    return data, root / "run" / LAST
 
 
 @pytest.fixture(scope="module")

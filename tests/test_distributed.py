@@ -49,6 +49,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path):
     data = tiny_dataset(tmp_path / "data")
     overrides = [arg for item in [*FAST, *SETTINGS] for arg in ("--set", item)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training import checkpoint_dict, metrics, run_phase, run_pretrain, tiny_dataset
+from _training import checkpoint_dict, metrics, run_phase
 
 from cops.errors import CopsError
 from cops.training.checkpoint import LAST
@@ -24,16 +24,8 @@ FT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("finetune")
-    data = tiny_dataset(root / "data")
-    run_pretrain(data, root / "pre", ["train.iterations=2"])
-    return data, root / "pre" / LAST
-
-
-def test_finetune_learns_cost_scalars_with_frozen_bn(pretrained: tuple[Path, Path], tmp_path):
-    data, weights = pretrained
+def test_finetune_learns_cost_scalars_with_frozen_bn(tiny_pretrained: tuple[Path, Path], tmp_path):
+    data, weights = tiny_pretrained
     out = tmp_path / "ft"
     run_phase(FINETUNE, data, out, [*FT, "finetune.iterations=3"], weights=weights)
     pre, ft = checkpoint_dict(weights), checkpoint_dict(out / LAST)
@@ -51,10 +43,10 @@ def test_finetune_learns_cost_scalars_with_frozen_bn(pretrained: tuple[Path, Pat
         assert row["solve_s"] > 0 and row["cnn_s"] > 0
 
 
-def test_finetune_with_the_paper_backward_moves_the_costs(pretrained, tmp_path: Path):
+def test_finetune_with_the_paper_backward_moves_the_costs(tiny_pretrained, tmp_path: Path):
     """The paper's chain (surrogate with unmatched ground-truth channels, backward against the
     forward solution, λ shared by the batch) trains end to end: finite losses, costs move."""
-    data, weights = pretrained
+    data, weights = tiny_pretrained
     paper = [
         "solver.backward=paper", "solver.lambda_per=batch", "finetune.surrogate=paper",
         "finetune.weights=binary", "finetune.min_thing_nodes=3", "finetune.iterations=2",
@@ -67,9 +59,9 @@ def test_finetune_with_the_paper_backward_moves_the_costs(pretrained, tmp_path: 
 
 
 def test_finetune_resume_ends_bit_identical(
-    pretrained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_pretrained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    data, weights = pretrained
+    data, weights = tiny_pretrained
     settings = [*FT, "finetune.iterations=4", "train.checkpoint_every=2"]
     run_phase(FINETUNE, data, tmp_path / "straight", settings, weights=weights)
     original = Trainer._train_step
@@ -94,8 +86,8 @@ def test_finetune_resume_ends_bit_identical(
         assert torch.equal(value, resumed["model"][key]), key
 
 
-def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(pretrained, tmp_path: Path):
-    data, weights = pretrained
+def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(tiny_pretrained, tmp_path: Path):
+    data, weights = tiny_pretrained
     out = tmp_path / "pre"
     out.mkdir()
     (out / LAST).write_bytes(weights.read_bytes())
@@ -103,6 +95,7 @@ def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(pretrained, tmp_path:
         run_phase(FINETUNE, data, out, FT, recipe=None, resume=True)
 
 
+@pytest.mark.slow
 def test_cli_needs_weights_and_defaults_to_a_separate_run_folder(tmp_path: Path):
     out = subprocess.run(
         [sys.executable, "-m", "cops.cli", "finetune-pq", "--recipe", "synthetic-tiny"],

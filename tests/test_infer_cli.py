@@ -9,26 +9,15 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-from _training import run_pretrain, tiny_dataset
 from panopticapi.evaluation import pq_compute
 
 from cops.datasets.panoptic_io import read_image, read_panoptic_png, write_image
-from cops.training.checkpoint import LAST
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("infer")
-    data = tiny_dataset(root / "data")
-    run_pretrain(data, root / "run", ["train.iterations=2"])
-    return data, root / "run" / LAST
-
-
-def test_evaluate_writes_metrics_equal_to_panopticapi(cops, trained, tmp_path: Path):
-    data, ckpt = trained
+def test_evaluate_writes_metrics_equal_to_panopticapi(cops, tiny_pretrained, tmp_path: Path):
+    data, ckpt = tiny_pretrained
     out = tmp_path / "eval"
     result = cops(
         "evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out),
@@ -57,8 +46,8 @@ def test_evaluate_writes_metrics_equal_to_panopticapi(cops, trained, tmp_path: P
             assert abs(mine / 100 - reference[theirs][key]) < 1e-9, (ours, key)
 
 
-def test_predict_folder_skips_bad_files_and_exits_nonzero(cops, trained, tmp_path: Path):
-    data, ckpt = trained
+def test_predict_folder_skips_bad_files_and_exits_nonzero(cops, tiny_pretrained, tmp_path: Path):
+    data, ckpt = tiny_pretrained
     photos = tmp_path / "photos"
     images = sorted((data / "images" / "val").iterdir())
     write_image(photos / "a.png", read_image(images[0]))
@@ -81,8 +70,10 @@ def test_predict_folder_skips_bad_files_and_exits_nonzero(cops, trained, tmp_pat
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
 
 
-def test_export_then_predict_from_the_export_matches_the_checkpoint(cops, trained, tmp_path: Path):
-    data, ckpt = trained
+def test_export_then_predict_from_the_export_matches_the_checkpoint(
+    cops, tiny_pretrained, tmp_path: Path
+):
+    data, ckpt = tiny_pretrained
     photos = data / "images" / "val"
     model = tmp_path / "model.pt"
     result = cops(
@@ -103,8 +94,8 @@ def test_export_then_predict_from_the_export_matches_the_checkpoint(cops, traine
         assert same.mean() >= 0.999
 
 
-def test_bad_invocations_get_one_clear_line(cops, trained, tmp_path: Path):
-    _, ckpt = trained
+def test_bad_invocations_get_one_clear_line(cops, tiny_pretrained, tmp_path: Path):
+    _, ckpt = tiny_pretrained
     missing = cops("evaluate", "--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "nope.pt: file not found" in missing.stderr
     both = cops("predict", str(tmp_path), "--checkpoint", str(ckpt), "--model", "m.onnx")

@@ -239,6 +239,7 @@ def test_cuda_tensors_stay_on_the_device():
     assert gc.is_cuda and gw.is_cuda and torch.isfinite(gc).all() and gc.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_cuda_backend_under_simulator():
     """backend="cuda": forward and the padded MWC backward run the GPU solver (simulated)."""
     code = """

@@ -5,11 +5,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_wheel_contains_namespaced_packages_and_recipes(tmp_path: Path):
     subprocess.run(
         [

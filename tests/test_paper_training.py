@@ -120,6 +120,7 @@ def test_node_dropout_drops_whole_nodes():
     assert 0.2 < float((some_edges == 0).float().mean()) < 0.4
 
 
+@pytest.mark.slow
 def test_coco_recipe_resolves_to_the_coco_values():
     shown = subprocess.run(
         [sys.executable, "-m", "cops.cli", "recipes", "show", "coco-r50"],

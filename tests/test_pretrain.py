@@ -163,6 +163,7 @@ def test_run_folder_rules(data: Path, tmp_path: Path):
         run_pretrain(data, tmp_path / "x", [], nproc="two")
 
 
+@pytest.mark.slow
 def test_cli_prepares_trains_and_writes_run_files(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cli = [sys.executable, "-m", "cops.cli"]

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from _training import run_pretrain, tiny_dataset
 
 from cops.datasets.class_list import ClassList
 from cops.training.checkpoint import LAST
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
+
+pytestmark = pytest.mark.slow  # nearly every test runs `cops` in a subprocess
 """Wide enough that rich does not wrap the long paths the tests look for in messages."""
 
 
@@ -46,20 +47,13 @@ def tree(folder: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny prepared dataset and a one-iteration checkpoint trained on it."""
-    root = tmp_path_factory.mktemp("reliability")
-    data = tiny_dataset(root / "data")
-    run_pretrain(data, root / "run", ["train.iterations=1"])
-    return data, root / "run" / LAST
-
-
 # 1. A --data folder the user gave is never written into.
 
 
-def test_evaluate_refuses_empty_data_folder_instead_of_generating_into_it(trained, tmp_path):
-    _, ckpt = trained
+def test_evaluate_refuses_empty_data_folder_instead_of_generating_into_it(
+    tiny_pretrained, tmp_path
+):
+    _, ckpt = tiny_pretrained
     empty = tmp_path / "e2"
     empty.mkdir()
     (empty / "half-converted.txt").write_text("user data")
@@ -161,9 +155,9 @@ outputs.write_panoptic_png = write
 
 
 @pytest.fixture(scope="module")
-def images(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def images(tiny_pretrained, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twelve input images (the two validation images of the tiny dataset, repeated)."""
-    data, _ = trained
+    data, _ = tiny_pretrained
     folder = tmp_path_factory.mktemp("images")
     sources = sorted((data / "images" / "val").iterdir())
     for i in range(12):
@@ -174,8 +168,8 @@ def images(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 # 3. An interrupted predict re-run leaves no panoptic.json that no longer matches the PNGs.
 
 
-def test_killed_predict_rerun_leaves_no_stale_json(trained, images, tmp_path):
-    _, ckpt = trained
+def test_killed_predict_rerun_leaves_no_stale_json(tiny_pretrained, images, tmp_path):
+    _, ckpt = tiny_pretrained
     out = tmp_path / "pred"
     args = ("predict", str(images), "-c", str(ckpt), "--out", str(out), "--device", "cpu")
     first = cops(*args)
@@ -192,8 +186,8 @@ def test_killed_predict_rerun_leaves_no_stale_json(trained, images, tmp_path):
 # 5. and 9. A failed export (disk full) keeps the previous export; the message names the file.
 
 
-def test_export_on_full_disk_keeps_previous_export(trained, tmp_path):
-    _, ckpt = trained
+def test_export_on_full_disk_keeps_previous_export(tiny_pretrained, tmp_path):
+    _, ckpt = tiny_pretrained
     model = tmp_path / "model.pt"
     first = cops("export", "-c", str(ckpt), "--format", "torchscript", "--out", str(model))
     assert first.returncode == 0, first.stderr
@@ -209,8 +203,8 @@ def test_export_on_full_disk_keeps_previous_export(trained, tmp_path):
     assert tree(tmp_path) == before, "the old model and its metadata stay, no temporary files"
 
 
-def test_export_under_a_regular_file_names_the_path(trained, tmp_path):
-    _, ckpt = trained
+def test_export_under_a_regular_file_names_the_path(tiny_pretrained, tmp_path):
+    _, ckpt = tiny_pretrained
     (tmp_path / "file").write_text("")
     line = one_line_error(cops("export", "-c", str(ckpt), "--out", str(tmp_path / "file" / "m.pt"),
                                "--format", "torchscript"))  # fmt: skip
@@ -271,10 +265,10 @@ def test_weights_with_classes_in_another_order_are_remapped(tmp_path, caplog):
     assert "semantic_head" in caplog.text and "not loaded" in caplog.text
 
 
-def test_pretrain_refuses_weights_of_other_classes(trained, tmp_path):
+def test_pretrain_refuses_weights_of_other_classes(tiny_pretrained, tmp_path):
     from _prepared_fixture import street_item, write_split
 
-    _, ckpt = trained
+    _, ckpt = tiny_pretrained
     data = tmp_path / "street"
     write_split(data, "train", [street_item(f"s{i}", seed=i) for i in range(2)])
     result = cops(
@@ -332,20 +326,20 @@ def test_outputs_respect_the_umask(tmp_path):
 # 7. Tracebacks that became one line.
 
 
-def test_predict_backend_cuda_without_gpu_is_one_line(trained, images, tmp_path):
+def test_predict_backend_cuda_without_gpu_is_one_line(tiny_pretrained, images, tmp_path):
     from cops.solver.api import cuda_available
 
     if cuda_available():
         pytest.skip("a GPU is usable here")
-    _, ckpt = trained
+    _, ckpt = tiny_pretrained
     result = cops("predict", str(images), "-c", str(ckpt), "--out", str(tmp_path / "p"),
                   "--backend", "cuda", "--device", "cpu")  # fmt: skip
     assert "--backend cuda" in one_line_error(result)
     assert not (tmp_path / "p").exists()
 
 
-def test_resume_with_another_network_is_refused(trained, tmp_path):
-    _, ckpt = trained
+def test_resume_with_another_network_is_refused(tiny_pretrained, tmp_path):
+    _, ckpt = tiny_pretrained
     run = tmp_path / "run"
     run.mkdir()
     (run / LAST).write_bytes(ckpt.read_bytes())
@@ -356,10 +350,10 @@ def test_resume_with_another_network_is_refused(trained, tmp_path):
     assert (run / LAST).read_bytes() == ckpt.read_bytes()
 
 
-def test_corrupt_image_in_a_dataloader_worker_names_the_file(trained, tmp_path):
+def test_corrupt_image_in_a_dataloader_worker_names_the_file(tiny_pretrained, tmp_path):
     import shutil
 
-    data, _ = trained
+    data, _ = tiny_pretrained
     copy = shutil.copytree(data, tmp_path / "data")
     broken = sorted((copy / "images" / "train").iterdir())[0]
     broken.write_bytes(b"not an image")
@@ -390,15 +384,15 @@ def test_files_that_are_not_utf8_are_one_line(tmp_path):
     assert "panoptic_val.json" in line and "not UTF-8" in line
 
 
-def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(trained, tmp_path):
-    _, ckpt = trained
+def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(tiny_pretrained, tmp_path):
+    _, ckpt = tiny_pretrained
     run = tmp_path / "run"
     run.mkdir()
     (run / LAST).write_bytes(ckpt.read_bytes())
     result = cops_patched(
         DISK_FULL.format(match=f".{LAST}."),
         "pretrain", "--resume", "--out", str(run), "--device", "cpu",
-        "--set", "train.iterations=2", "--set", "train.val_every=0",
+        "--set", "train.iterations=3", "--set", "train.val_every=0",
     )  # fmt: skip
     line = one_line_error(result)
     assert str(run / LAST) in line and "No space left on device" in line
@@ -409,11 +403,11 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(trained, tmp_pat
 # 8. Ctrl-C says what was interrupted and how to continue.
 
 
-def test_ctrl_c_during_training_says_how_to_resume(trained, tmp_path):
+def test_ctrl_c_during_training_says_how_to_resume(tiny_pretrained, tmp_path):
     import signal
     import time
 
-    data, _ = trained
+    data, _ = tiny_pretrained
     out = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "cops.cli", "pretrain", "-r", "synthetic-tiny", "--data", str(data),
@@ -436,8 +430,8 @@ def test_ctrl_c_during_training_says_how_to_resume(trained, tmp_path):
 # 9. Vague messages made precise.
 
 
-def test_precise_messages_for_empty_checkpoint_and_missing_split(trained, tmp_path):
-    data, ckpt = trained
+def test_precise_messages_for_empty_checkpoint_and_missing_split(tiny_pretrained, tmp_path):
+    data, ckpt = tiny_pretrained
     empty = tmp_path / "empty.pt"
     empty.touch()
     line = one_line_error(cops("evaluate", "-c", str(empty), "--data", str(data)))
@@ -487,10 +481,10 @@ def test_recipes_show_piped_is_valid_unwrapped_yaml(tmp_path):
 # 11. Minor: corrupt JPEG, broken symlink, duplicate YAML keys, non-finite numbers.
 
 
-def test_truncated_jpeg_and_broken_symlink_are_reported_by_name(trained, images, tmp_path):
+def test_truncated_jpeg_and_broken_symlink_are_reported_by_name(tiny_pretrained, images, tmp_path):
     import cv2
 
-    _, ckpt = trained
+    _, ckpt = tiny_pretrained
     folder = tmp_path / "in"
     folder.mkdir()
     image = cv2.imread(str(sorted(images.iterdir())[0]))

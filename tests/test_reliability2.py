@@ -11,22 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from _training import run_pretrain, tiny_dataset
 from test_reliability import ENV, cops, cops_patched, one_line_error
 
 from cops.training.checkpoint import LAST
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny prepared dataset and a one-iteration checkpoint trained on it."""
-    root = tmp_path_factory.mktemp("reliability2")
-    data = tiny_dataset(root / "data")
-    run_pretrain(data, root / "run", ["train.iterations=1"])
-    return data, root / "run" / LAST
+pytestmark = pytest.mark.slow  # every test runs `cops` in a subprocess
 
 
 # Errors name the target, not the hidden temporary beside it.
@@ -136,10 +127,10 @@ with run_lock(Path(sys.argv[1])):
 """
 
 
-def test_second_run_into_a_busy_run_folder_names_the_running_process(trained, tmp_path):
+def test_second_run_into_a_busy_run_folder_names_the_running_process(tiny_pretrained, tmp_path):
     import signal
 
-    data, _ = trained
+    data, _ = tiny_pretrained
     out = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=ENV

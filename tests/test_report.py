@@ -47,19 +47,6 @@ def _lookup(metrics: dict[str, Any], path: list[str]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(data, checkpoint): the tiny synthetic dataset and a 2-iteration pretraining on it."""
-    from _training import run_pretrain, tiny_dataset
-
-    from cops.training.checkpoint import LAST
-
-    root = tmp_path_factory.mktemp("tiny-pretrained")
-    data = tiny_dataset(root / "data")
-    run_pretrain(data, root / "run", ["train.iterations=2"])
-    return data, root / "run" / LAST
-
-
-@pytest.fixture(scope="module")
 def report(cops, tiny_pretrained, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`cops evaluate --report` of a 2-iteration synthetic-tiny model on 2 validation images."""
     data, ckpt = tiny_pretrained

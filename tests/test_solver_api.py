@@ -179,6 +179,7 @@ def test_amwc_objective_and_check_feasible_errors(inst):
         amwc_objective(costs, edges, np.ones(4), np.array([0, 0, 5, 0]), cut)
 
 
+@pytest.mark.slow
 def test_cuda_dispatch_under_simulator():
     """backend="cuda" reaches the GPU solver and wraps its outputs (numba's CUDA simulator)."""
     code = """

@@ -22,6 +22,8 @@ from cops.solver.amwc_cpu import solve_cpu
 from cops.solver.checks import amwc_objective, check_feasible
 from cops.solver.graph import grid_graph
 
+pytestmark = pytest.mark.slow  # the GPU kernels under numba's CUDA simulator, in a subprocess
+
 RANDOM_SEEDS = range(20)
 GREEDY_SEEDS = range(4)
 MWC_SEEDS = range(3)

@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_ruff_lint_and_format_clean():
     for args in (["check", "."], ["format", "--check", "."]):
         out = subprocess.run(

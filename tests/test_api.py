@@ -60,6 +60,7 @@ def test_load_gives_the_checkpoint_model(setup):
         cops.load(ckpt.parent / "nope.pt")
 
 
+@pytest.mark.slow
 def test_predict_arrays_paths_and_folders_agree(setup):
     data, ckpt = setup
     model = cops.load(str(ckpt), device="cpu", backend="cpu")
@@ -116,6 +117,7 @@ def test_evaluate_returns_what_cops_evaluate_writes(cops, setup, tmp_path):
     assert json.loads((tmp_path / "api" / "metrics.json").read_text())["split"] == "val"
 
 
+@pytest.mark.slow
 def test_export_and_load_the_export(setup, tmp_path):
     data, ckpt = setup
     model = _load(ckpt)

@@ -55,6 +55,7 @@ def test_eval_agrees_with_panopticapi():
     assert result.figures["max_abs_difference"] <= 1e-9
 
 
+@pytest.mark.slow
 def test_predict_splits_seconds_by_stage():
     result = predict.run(recipe="synthetic-tiny", height=64, width=96, images=2, device="cpu")
     _check(result, "predict")
@@ -63,12 +64,14 @@ def test_predict_splits_seconds_by_stage():
     assert seconds["total"] >= seconds["cnn"] > 0
 
 
+@pytest.mark.slow
 def test_train_reports_images_per_second():
     result = train.run(recipe="synthetic-tiny", batch=2, steps=1, classes=5, device="cpu")
     _check(result, "train")
     assert result.figures["images_per_s"] > 0 and result.figures["batch"] == 2
 
 
+@pytest.mark.slow
 def test_finetune_splits_an_iteration(tmp_path: Path):
     prepare_synthetic(tmp_path, preset="tiny", num_train=2, splits=("train",))
     result = finetune.run(

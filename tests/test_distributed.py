@@ -29,7 +29,10 @@ from cops.models.paper_pq import paper_surrogate
 from cops.training.checkpoint import LAST
 from cops.training.distributed import launch_local
 
-pytestmark = pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
+pytestmark = [
+    pytest.mark.slow,  # process groups of spawned workers
+    pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning"),
+]
 
 SETTINGS = [
     "train.iterations=3",
@@ -49,7 +52,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path):
     data = tiny_dataset(tmp_path / "data")
     overrides = [arg for item in [*FAST, *SETTINGS] for arg in ("--set", item)]

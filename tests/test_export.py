@@ -70,6 +70,7 @@ def _images(size: tuple[int, int], batch: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_export_outputs_equal_eager_on_other_sizes(trained, exports, fmt):
     net, card, _ = trained
     model = load_export(exports[fmt], device="cpu")
@@ -91,6 +92,7 @@ def test_export_outputs_equal_eager_on_other_sizes(trained, exports, fmt):
             torch.testing.assert_close(a, b, atol=atol, rtol=1e-4, msg=f"{fmt} {name} {size}")
 
 
+@pytest.mark.slow
 def test_onnx_graph_opset_names_and_symbolic_sizes(exports):
     model = onnx.load(str(exports["onnx"]))
     opset = {o.domain: o.version for o in model.opset_import}
@@ -110,6 +112,7 @@ def test_onnx_graph_opset_names_and_symbolic_sizes(exports):
     ]
 
 
+@pytest.mark.slow
 def test_metadata_json_round_trip(trained, exports):
     _, card, checkpoint = trained
     for path in exports.values():
@@ -168,6 +171,7 @@ def _copy_export(source: Path, folder: Path, name: str) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_load_export_errors(exports, tmp_path, monkeypatch):
     with pytest.raises(CopsError, match=r"missing\.onnx: exported model not found"):
         load_export(tmp_path / "missing.onnx")
@@ -207,6 +211,7 @@ def test_load_export_errors(exports, tmp_path, monkeypatch):
         load_export(exports["onnx"])
 
 
+@pytest.mark.slow
 def test_predictions_from_exports_equal_checkpoint(trained, exports):
     _, _, checkpoint = trained
     scenes = [generate_scene((3, 1, 0), 61, 97)[0], generate_scene((3, 1, 1), 40, 72)[0]]

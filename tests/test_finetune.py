@@ -16,6 +16,8 @@ from cops.training.checkpoint import LAST
 from cops.training.engine import Trainer
 from cops.training.finetune import FINETUNE
 
+pytestmark = pytest.mark.slow  # fine-tuning runs through the solver, from a pretraining
+
 FT = [
     "finetune.batch_size=2",
     "finetune.warmup_iters=1",
@@ -95,7 +97,6 @@ def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(tiny_pretrained, tmp_
         run_phase(FINETUNE, data, out, FT, recipe=None, resume=True)
 
 
-@pytest.mark.slow
 def test_cli_needs_weights_and_defaults_to_a_separate_run_folder(tmp_path: Path):
     out = subprocess.run(
         [sys.executable, "-m", "cops.cli", "finetune-pq", "--recipe", "synthetic-tiny"],

@@ -195,6 +195,7 @@ def test_pretrain_loss_rejects_mismatched_shapes():
 
 
 @pytest.mark.filterwarnings("ignore::cops.models.BackboneInitWarning")
+@pytest.mark.slow
 def test_tiny_overfit_decreases_pretrain_loss():
     torch.manual_seed(0)
     distances = [1, 2]

@@ -294,6 +294,7 @@ def test_freeze_batchnorm_then_load_backbone_weights(tmp_path):
     assert torch.equal(backbone.stem.bn1.running_var, var)
 
 
+@pytest.mark.slow
 def test_full_resolution_cityscapes_forward():
     net = SemanticBoundaryNet(
         19, [1, 4, 16, 32, 64], backbone="resnet18", decoder_channels=32

@@ -64,6 +64,7 @@ def test_ranks_and_micro_batches_partition_the_global_batch():
     assert resumed == [single[2]]
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_tiny_overfit_run(data: Path, tmp_path: Path):
     run_pretrain(
         data, tmp_path / "run", ["train.iterations=16", "train.lr=2e-3", "data.flip=false"]
@@ -75,6 +76,7 @@ def test_loss_decreases_on_a_tiny_overfit_run(data: Path, tmp_path: Path):
     assert (tmp_path / "run" / "loss.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_resume_ends_bit_identical(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     settings = ["train.iterations=6", "train.checkpoint_every=3", "train.val_every=3"]
     run_pretrain(data, tmp_path / "straight", settings)
@@ -132,6 +134,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_weights_option_initialises_from_a_file(data: Path, tmp_path: Path):
     """One step at a 1e-9 learning rate leaves the weights within 1e-6 of where they started."""
     torch.manual_seed(7)

@@ -1,5 +1,5 @@
 """One segment rule for training and inference: the layer's segments (torch, batched) and the
-post-processing's (numpy, one image) agree on random solver outputs and on hand-made corner cases."""
+post-processing's (numpy, one image) agree on random solver outputs and hand-made corner cases."""
 
 from __future__ import annotations
 

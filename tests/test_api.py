@@ -17,6 +17,7 @@ import cops
 from cops.api.model import Model
 from cops.datasets.panoptic_io import read_image
 from cops.errors import CopsError
+from cops.inference.export import metadata_path
 from cops.models.build import build_model
 from cops.recipes.schema import load_recipe
 
@@ -122,7 +123,7 @@ def test_export_and_load_the_export(setup, tmp_path):
     data, ckpt = setup
     model = _load(ckpt)
     exported = model.export(tmp_path / "net.pt", format="torchscript")
-    assert exported == tmp_path / "net.pt" and (tmp_path / "net.json").is_file()
+    assert exported == tmp_path / "net.pt" and metadata_path(exported).is_file()
     again = cops.load(exported, backend="cpu")
     assert again.checkpoint is None and again.classes == model.classes
     image = read_image(sorted((data / "images" / "val").glob("*.png"))[0])

@@ -204,7 +204,8 @@ def predict_video(
                     progress(len(batch), max(total, written))
             if written == 0:
                 raise CopsError(f"{source}: no frames could be read")
-        path = video.close() if video is not None else None
+            # in place before the JSON, which marks the run complete (and its files its own)
+            path = video.close() if video is not None else None
     except BaseException:
         if video is not None:
             video.discard()

@@ -185,6 +185,9 @@ class TrainConfig:
     amp: bool = False
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     compile: bool = False
+    channels_last: Literal["auto"] | bool = "auto"
+    """Train the network and its input images in channels-last memory (same results to float
+    rounding; fine-tuning too); ``auto``: on CUDA only (BENCHMARKS.md, "training")."""
     checkpoint_every: int = 1000
     keep_checkpoints: int = 0
     log_every: int = 20

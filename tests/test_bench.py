@@ -12,6 +12,9 @@ from cops.benchmarks import data, finetune, predict, solver, train
 from cops.benchmarks import eval as eval_bench
 from cops.benchmarks.report import BenchResult
 from cops.datasets.synthetic import prepare_synthetic
+from cops.models import SemanticBoundaryNet
+from cops.models.runtime import cnn_gflop
+from cops.recipes.schema import load_recipe
 
 BENCHMARKS = ["solver", "predict", "train", "finetune", "eval", "data", "all"]
 
@@ -65,10 +68,37 @@ def test_predict_splits_seconds_by_stage():
 
 
 @pytest.mark.slow
-def test_train_reports_images_per_second():
+def test_train_reports_images_per_second_and_gflop():
     result = train.run(recipe="synthetic-tiny", batch=2, steps=1, classes=5, device="cpu")
     _check(result, "train")
-    assert result.figures["images_per_s"] > 0 and result.figures["batch"] == 2
+    figures = result.figures
+    assert figures["images_per_s"] > 0 and figures["batch"] == 2
+    assert figures["memory_format"] == "contiguous"  # train.channels_last auto: CUDA only
+    net = SemanticBoundaryNet.from_config(load_recipe("synthetic-tiny").model, 5)
+    forward = cnn_gflop(net, *figures["crop"])
+    # backward: an input and a weight gradient per convolution, less the stem's input gradient
+    assert 2 * forward < figures["gflop_per_image"] < 3 * forward
+    achieved = figures["gflop_per_image"] * figures["images_per_s"]
+    assert figures["gflop_per_s"] == pytest.approx(achieved, rel=0.01, abs=0.1)
+
+
+class _Grouped(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.grouped = torch.nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.grouped(self.first(image))}
+
+
+def test_train_gflop_counts_each_gradient_once_grouped_or_frozen():
+    net, per_pixel = _Grouped(), 2 * 3 * 3  # a multiply-add counts 2, a 3×3 kernel
+    first, grouped = per_pixel * 8 * 3 * 6 * 10, per_pixel * 8 * 2 * 6 * 10  # on 6×10 crops
+    # input images carry no gradient: the first convolution computes its weight gradient only
+    assert train.train_gflop(net, 6, 10) * 1e9 == pytest.approx(2 * first + 3 * grouped)
+    net.first.requires_grad_(False)  # frozen and first: no backward at all
+    assert train.train_gflop(net, 6, 10) * 1e9 == pytest.approx(first + 2 * grouped)
 
 
 @pytest.mark.slow

@@ -94,6 +94,7 @@ def test_overrides_are_typed_by_schema():
         ("train.warmup_iters=-1", "train.warmup_iters: expected a non-negative integer"),
         ("train.momentum=1.0", r"train.momentum: expected a number in \[0, 1\)"),
         ("train.optimizer=lamb", "train.optimizer: expected one of 'adam', 'sgd'"),
+        ("train.channels_last=cuda", "train.channels_last: expected one of 'auto' or true/false"),
         ("seed=-1", "seed: expected a non-negative integer"),
     ],
 )

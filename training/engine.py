@@ -166,10 +166,20 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
+def _to_device(
+    batch: dict[str, Any], device: torch.device, channels_last: bool = False
+) -> dict[str, Any]:
+    moved = {
         k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
     }
+    if channels_last:
+        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
+    return moved
+
+
+def use_channels_last(setting: str | bool, device: torch.device) -> bool:
+    """Whether ``train.channels_last`` (true, false or ``auto``: CUDA only) holds on `device`."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -280,7 +290,9 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 log.warning("model.sync_bn needs CUDA; CPU processes keep per-process BatchNorm")
-        self.model = model.to(self.device)
+        self.channels_last = use_channels_last(cfg.channels_last, self.device)
+        model = model.to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         if val is not None and len(val) == 0:
             raise CopsError(
                 "validation needs at least one image per process; raise train.val_images or "
@@ -339,7 +351,7 @@ class Trainer:
         sums: Tensor | None = None
         names: list[str] = []
         for index, batch in enumerate(micro_batches):
-            batch = _to_device(batch, self.device)
+            batch = _to_device(batch, self.device, self.channels_last)
             # DDP averages gradients over ranks once, in the backward of the last micro-batch.
             sync = self.ddp.no_sync() if self.ddp and index < count - 1 else nullcontext()
             with sync:
@@ -387,7 +399,9 @@ class Trainer:
         names: list[str] = []
         for batch in self.val:
             with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp):
-                loss, parts = self.objective(model, _to_device(batch, self.device))
+                loss, parts = self.objective(
+                    model, _to_device(batch, self.device, self.channels_last)
+                )
             names = ["loss", *parts]
             values = torch.stack([loss.float(), *(p.float() for p in parts.values())])
             sums = values if sums is None else sums + values

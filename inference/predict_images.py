@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cops.datasets.panoptic_io import read_image
-from cops.device import resolve_device
-from cops.errors import CopsError, DatasetError
+from cops.errors import DatasetError
 from cops.inference.image_files import check_apart, find_images
 from cops.inference.memory_budget import oversized
 from cops.inference.outputs import PredictionWriter
@@ -29,23 +28,6 @@ class ImagesPrediction:
 
     written: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _load_predictor(
-    checkpoint: Path | None,
-    model: Path | None,
-    device: str = "auto",
-    backend: str = "auto",
-    test_size: tuple[int, int] | None = None,
-) -> Predictor:
-    """The predictor of a training checkpoint, or of an export from `cops export` if `model`."""
-    if model is not None:
-        return Predictor.from_export(model, backend=backend, test_size=test_size)
-    if not Path(checkpoint).is_file():
-        raise CopsError(f"--checkpoint {checkpoint}: file not found")
-    return Predictor.from_checkpoint(
-        checkpoint, device=resolve_device(device), backend=backend, test_size=test_size
-    )
 
 
 def image_entries(inputs: Path) -> list[tuple[Path, str, str]]:

@@ -58,11 +58,13 @@ class Model:
         device: str = "auto",
         backend: str = "auto",
         test_size: tuple[int, int] | None = None,
+        precision: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.checkpoint = checkpoint
         self._predictor = predictor
         self.device, self.backend, self.test_size = device, backend, test_size
+        self.precision = precision
 
     def __repr__(self) -> str:
         kind = "checkpoint" if self.checkpoint is not None else "export"
@@ -74,7 +76,7 @@ class Model:
         if self._predictor is None:
             assert self.checkpoint is not None
             self._predictor = Predictor.from_checkpoint(
-                self.checkpoint, self.device, self.backend, self.test_size
+                self.checkpoint, self.device, self.backend, self.test_size, self.precision
             )
         return self._predictor
 
@@ -196,6 +198,7 @@ class Model:
             device=self.device,
             backend=self.backend,
             test_size=self.test_size,
+            precision=self.precision,
             **options,
         )
 
@@ -215,22 +218,24 @@ def load(
     device: str = "auto",
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
+    precision: str | None = None,
     kind: Literal["auto", "checkpoint", "export"] = "auto",
 ) -> Model:
     """Open a checkpoint (trained or imported) or an export (ONNX / TorchScript + its JSON).
 
     `device` runs the network (checkpoints), `backend` the solver, `test_size` ([H, W])
-    overrides the input size; `kind` skips the guess from the file (``--checkpoint``/``--model``).
+    overrides the input size, `precision` (fp32 / bf16) the recipe's ``eval.precision``; `kind`
+    skips the guess from the file (``--checkpoint``/``--model``).
     """
     path = Path(path)
     if kind != "export" and not path.is_file():
         raise CopsError(f"{path}: file not found")
     if kind == "export" or (kind == "auto" and _is_export(path)):
-        predictor = Predictor.from_export(path, backend=backend, test_size=test_size)
-        return Model(path, None, predictor, device, backend, test_size)
+        predictor = Predictor.from_export(path, backend, test_size, precision)
+        return Model(path, None, predictor, device, backend, test_size, precision)
     checkpoint = Checkpoint.load(path)
     checkpoint.card.with_test_size(test_size)  # a bad card or size fails here, not at predict
-    return Model(path, checkpoint, None, device, backend, test_size)
+    return Model(path, checkpoint, None, device, backend, test_size, precision)
 
 
 def load_either(
@@ -240,6 +245,7 @@ def load_either(
     device: str = "auto",
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
+    precision: str | None = None,
 ) -> Model:
     """:func:`load` for ``--checkpoint`` / ``--model``: exactly one of them, each as its kind."""
     if (checkpoint is None) == (model is None):
@@ -248,4 +254,6 @@ def load_either(
         raise CopsError(f"--checkpoint {checkpoint}: file not found")
     path, kind = (checkpoint, "checkpoint") if checkpoint is not None else (model, "export")
     assert path is not None
-    return load(path, device=device, backend=backend, test_size=test_size, kind=kind)
+    return load(
+        path, device=device, backend=backend, test_size=test_size, precision=precision, kind=kind
+    )

@@ -17,8 +17,10 @@ from cops.cli.options import (
     BackendOpt,
     CheckpointOpt,
     InferDeviceOpt,
+    PrecisionOpt,
     SetOpt,
     check_backend,
+    check_precision,
     parse_size,
 )
 from cops.console import console, print_table, state
@@ -142,17 +144,20 @@ def predict(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per predict call.")] = 1,
     device: InferDeviceOpt = "auto",
     backend: BackendOpt = "auto",
+    precision: PrecisionOpt = None,
     json: JsonOpt = None,
 ) -> None:
-    """Seconds per image of `cops predict` (CNN, solver, the rest) on synthetic images.
+    """Seconds per image of `cops predict` (CNN, solver, the rest) on synthetic images, the
+    CNN's GFLOP and GFLOP/s, and a plain eager fp32 forward of the same network beside it.
 
     Without --checkpoint the recipe's network is randomly initialised: faithful for the CNN,
     untrained costs for the solver.
     """
     from cops.benchmarks.predict import run
 
-    backend = check_backend(backend)
-    _report(lambda: [run(checkpoint, recipe, height, width, images, batch, device, backend)], json)
+    backend, precision = check_backend(backend), check_precision(precision)
+    args = (checkpoint, recipe, height, width, images, batch, device, backend, precision)
+    _report(lambda: [run(*args)], json)
 
 
 @app.command("train")

@@ -93,6 +93,7 @@ def evaluate(
     device: opts.InferDeviceOpt = "auto",
     backend: opts.BackendOpt = "auto",
     test_size: opts.TestSizeOpt = None,
+    precision: opts.PrecisionOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", "-j", min=0, help="Image-reading worker processes.")
     ] = 2,
@@ -113,7 +114,7 @@ def evaluate(
     with work_progress("evaluate") as progress:
         result = load(
             opts.require_checkpoint(checkpoint),
-            **opts.model_options(device, backend, test_size),
+            **opts.model_options(device, backend, test_size, precision),
             kind="checkpoint",
         ).evaluation(
             data,

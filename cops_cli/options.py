@@ -139,9 +139,34 @@ def check_backend(value: str) -> str:
     return value
 
 
-def model_options(device: str, backend: str, test_size: str | None) -> dict[str, object]:
-    """The checked --device, --backend and --test-size of the commands that run a model."""
-    return {"device": device, "backend": check_backend(backend), "test_size": parse_size(test_size)}
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="The CNN's arithmetic: fp32 (exact) or bf16 (autocast, where the device runs it "
+        "natively; checkpoints only). Default: the recipe's eval.precision.",
+    ),
+]
+
+
+def check_precision(value: str | None) -> str | None:
+    """Validate a --precision value (None: the recipe's)."""
+    if value not in (None, "fp32", "bf16"):
+        raise CopsError(f"--precision '{value}': expected fp32 or bf16")
+    return value
+
+
+def model_options(
+    device: str, backend: str, test_size: str | None, precision: str | None = None
+) -> dict[str, object]:
+    """The checked --device, --backend, --test-size and --precision of the commands that run a
+    model."""
+    return {
+        "device": device,
+        "backend": check_backend(backend),
+        "test_size": parse_size(test_size),
+        "precision": check_precision(precision),
+    }
 
 
 def require_checkpoint(checkpoint: Path | None) -> Path:

@@ -37,6 +37,7 @@ def predict(
     device: opts.InferDeviceOpt = "auto",
     backend: opts.BackendOpt = "auto",
     test_size: opts.TestSizeOpt = None,
+    precision: opts.PrecisionOpt = None,
     sequence: Annotated[
         bool,
         typer.Option("--sequence", help="Read a folder of images as the frames of one video."),
@@ -69,7 +70,7 @@ def predict(
 
     if sequence or inputs.suffix.lower() in VIDEO_SUFFIXES:
         video = dict(sequence=sequence, every=every, max_frames=max_frames, track_iou=track_iou)
-        model_options = opts.model_options(device, backend, test_size)
+        model_options = opts.model_options(device, backend, test_size, precision)
         video.update(overlay=overlay, batch_size=batch_size)
         return _predict_video(inputs, out, checkpoint, model, model_options, video)
 
@@ -79,7 +80,7 @@ def predict(
     )
     with work_progress("predict") as progress:
         result = load_either(
-            checkpoint, model, **opts.model_options(device, backend, test_size)
+            checkpoint, model, **opts.model_options(device, backend, test_size, precision)
         ).predict_folder(
             inputs,
             out,

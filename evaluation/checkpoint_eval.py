@@ -48,6 +48,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
+    precision: str | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
     report: bool = False,
@@ -73,7 +74,11 @@ def evaluate_checkpoint(
         )
     out = out if out is not None else path.parent / f"eval-{split}"
     predictor = Predictor.from_checkpoint(
-        ckpt, device=resolve_device(device), backend=backend, test_size=test_size
+        ckpt,
+        device=resolve_device(device),
+        backend=backend,
+        test_size=test_size,
+        precision=precision,
     )
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     writer = None

@@ -28,6 +28,7 @@ from cops.inference.postprocess import postprocess
 from cops.inference.result import PanopticPrediction, boundary_map
 from cops.models.checkpoint import Checkpoint
 from cops.models.model_card import ModelCard
+from cops.models.runtime import InferenceNet
 from cops.solver import edge_maps_to_costs, grid_graph, solve_amwc, solve_amwc_batch
 from cops.solver.checks import validate_local_search
 
@@ -145,30 +146,50 @@ class Predictor:
         device: str | torch.device = "auto",
         backend: str = "auto",
         test_size: Sequence[int] | None = None,
+        precision: str | None = None,
     ) -> Predictor:
-        """The checkpoint's network + cost scalars in eval mode on `device` (a path is loaded).
+        """The checkpoint's network + cost scalars in eval mode on `device` (a path is loaded),
+        run as :class:`~cops.models.runtime.InferenceNet` (channels-last, frozen in fp32).
 
-        ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``.
+        ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``, ``precision`` (fp32 or
+        bf16) its ``eval.precision``.
         """
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = Checkpoint.load(checkpoint)
         card = checkpoint.card.with_test_size(test_size)
         dev = resolve_device(device)
-        local_search = checkpoint.recipe.solver.local_search
-        runner = checkpoint.cost_net(dev)
+        recipe = checkpoint.recipe
+        runner = InferenceNet(checkpoint.cost_net(dev), dev, precision or recipe.eval.precision)
+        local_search = recipe.solver.local_search
         return cls(runner, card, device=dev, backend=backend, local_search=local_search)
 
     @classmethod
     def from_export(
-        cls, path: str | Path, backend: str = "auto", test_size: Sequence[int] | None = None
+        cls,
+        path: str | Path,
+        backend: str = "auto",
+        test_size: Sequence[int] | None = None,
+        precision: str | None = None,
     ) -> Predictor:
-        """An exported cost network (ONNX or TorchScript, by suffix) with its model card JSON."""
+        """An exported cost network (ONNX or TorchScript, by suffix) with its model card JSON;
+        exports compute in fp32 (``precision`` bf16 is refused)."""
+        if precision not in (None, "fp32"):
+            raise CopsError(
+                f"{path}: an export runs in fp32; --precision {precision} needs a checkpoint"
+            )
         model = load_export(path)
         return cls(model, model.card.with_test_size(test_size), device="cpu", backend=backend)
 
     # -----------------------------------------------------------------------------------------
 
-    def _sync(self) -> None:
+    def cnn_size(self, shape: Sequence[int]) -> tuple[int, int]:
+        """The H×W the CNN sees for an image of `shape` (H, W, ...): its test size, padded to
+        the size divisibility (what :meth:`predict` feeds the runner for that image alone)."""
+        h, w = self.test_size or input_size(shape[:2], self.resize_shortest_edge)
+        div = self.size_divisibility
+        return -(-h // div) * div, -(-w // div) * div
+
+    def synchronize(self) -> None:
         """Wait for queued GPU work, so that wall-clock timings are honest."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -216,7 +237,7 @@ class Predictor:
             graph = _device_edges(h, w, self.edge_distances, node.device)
         else:
             graph = _grid_edges(h, w, self.edge_distances)
-        self._sync()
+        self.synchronize()
         start = time.perf_counter()
         if len(members) == 1:
             result = solve_amwc(
@@ -228,7 +249,7 @@ class Predictor:
                 costs, graph, cuts, self.isthing, self.backend, local_search=self.local_search
             )
             labels, comps = result.labels, result.components
-        self._sync()
+        self.synchronize()
         seconds = time.perf_counter() - start
         labels, comps = _to_numpy(labels), _to_numpy(comps)
         return [(labels[j], comps[j]) for j in range(len(members))], seconds
@@ -277,11 +298,11 @@ class Predictor:
         if self.solve_padded:  # the whole padded grid, as the original (class doc)
             grids = [(batch.shape[-2] // self.stride, batch.shape[-1] // self.stride)] * count
         own += (time.perf_counter() - tic) / count
-        self._sync()
+        self.synchronize()
         tic = time.perf_counter()
         with torch.inference_mode():
             node, edge, prob = self._check_outputs(self.runner(batch), batch)
-        self._sync()
+        self.synchronize()
         cnn = time.perf_counter() - tic
 
         groups: dict[tuple[int, int], list[int]] = {}

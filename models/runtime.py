@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from cops.errors import CopsError
+
 __all__ = ["PRECISIONS", "InferenceNet", "bf16_supported", "cnn_gflop"]
 
 PRECISIONS = ("fp32", "bf16")
@@ -34,9 +36,9 @@ def bf16_supported(device: torch.device) -> bool:
 def _check_precision(precision: str, device: torch.device) -> None:
     """A clear error for an unknown precision or bf16 on a device without it."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise CopsError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16" and not bf16_supported(device):
-        raise ValueError(
+        raise CopsError(
             f"precision bf16: {device} has no native bf16 support (it would be emulated and "
             "slower than fp32); use fp32"
         )

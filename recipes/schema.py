@@ -308,6 +308,10 @@ class EvalConfig:
     solve_padded: bool = True
     """Solve the whole padded input's grid and measure the minimum areas there, padding included
     (the original's COCO inference; true), or only the image's part of it (ours)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """The CNN's arithmetic at prediction and evaluation: fp32 (a frozen channels-last graph with
+    the eager network's outputs) or bf16 autocast where the device runs bf16 natively (faster on
+    CPUs with AVX-512 bf16, other costs: BENCHMARKS.md "The CNN on a CPU")."""
 
 
 @dataclass

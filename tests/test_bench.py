@@ -62,9 +62,20 @@ def test_eval_agrees_with_panopticapi():
 def test_predict_splits_seconds_by_stage():
     result = predict.run(recipe="synthetic-tiny", height=64, width=96, images=2, device="cpu")
     _check(result, "predict")
-    seconds = result.figures["seconds_per_image"]
+    figures = result.figures
+    seconds = figures["seconds_per_image"]
     assert set(seconds) == {"cnn", "solver", "rest", "total"}
     assert seconds["total"] >= seconds["cnn"] > 0
+    # the CNN's distance to the machine, and the plain eager fp32 forward beside it
+    assert figures["cnn_input"] == [64, 96] and figures["precision"] == "fp32"
+    net = SemanticBoundaryNet.from_config(load_recipe("synthetic-tiny").model, 9)
+    assert figures["gflop_per_image"] == pytest.approx(cnn_gflop(net, 64, 96), abs=0.01)
+    assert figures["cnn_gflops"] == pytest.approx(
+        figures["gflop_per_image"] / seconds["cnn"], rel=0.01
+    )
+    assert figures["cnn_speedup"] == pytest.approx(
+        figures["eager_fp32_cnn_seconds"] / seconds["cnn"], rel=0.01
+    )
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from cops.datasets.class_list import ClassList
 from cops.datasets.panoptic_io import read_image
 from cops.errors import CopsError
 from cops.evaluation.checkpoint_eval import CheckpointEvaluation, evaluate_checkpoint
+from cops.files import not_a_file
 from cops.inference.export import FORMAT_SUFFIXES, export_checkpoint
 from cops.inference.predict_images import ImagesPrediction, image_entries, predict_files
 from cops.inference.predictor import Predictor
@@ -229,7 +230,7 @@ def load(
     """
     path = Path(path)
     if kind != "export" and not path.is_file():
-        raise CopsError(f"{path}: file not found")
+        raise CopsError(f"{path}: {not_a_file(path)}")
     if kind == "export" or (kind == "auto" and _is_export(path)):
         predictor = Predictor.from_export(path, backend, test_size, precision)
         return Model(path, None, predictor, device, backend, test_size, precision)
@@ -251,7 +252,7 @@ def load_either(
     if (checkpoint is None) == (model is None):
         raise CopsError("give exactly one of --checkpoint (a training checkpoint) or --model")
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CopsError(f"--checkpoint {checkpoint}: file not found")
+        raise CopsError(f"--checkpoint {checkpoint}: {not_a_file(checkpoint)}")
     path, kind = (checkpoint, "checkpoint") if checkpoint is not None else (model, "export")
     assert path is not None
     return load(

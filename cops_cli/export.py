@@ -26,8 +26,9 @@ def export(
 ) -> None:
     """Export the CNN and its cost scalars for deployment: image → AMWC costs.
 
-    Writes the model and, beside it, OUT.json with the classes, thing flags, colours, edge
-    distances, normalisation, minimum areas and cost scalars. `cops predict --model OUT` runs it
+    Writes the model and, beside it, OUT.json (e.g. model.onnx.json) with the classes, thing
+    flags, colours, edge distances, normalisation, minimum areas, cost scalars and the model
+    file's hash. `cops predict --model OUT` runs it
     with the same solver and gives the same panoptic maps as the checkpoint.
     """
     from cops.api.model import load
@@ -39,4 +40,4 @@ def export(
         kind="checkpoint",
     ).export(out, format_)
     if not state.quiet:
-        console.print(f"Wrote {written} and {written.with_suffix('.json')}")
+        console.print(f"Wrote {written} and {written}.json")

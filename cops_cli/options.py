@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cops.errors import CopsError
+from cops.files import not_a_file
 
 RecipeOpt = Annotated[
     str | None,
@@ -174,7 +175,7 @@ def require_checkpoint(checkpoint: Path | None) -> Path:
     if checkpoint is None:
         raise CopsError("--checkpoint: give the checkpoint to use, e.g. runs/synthetic-ft/last.pt")
     if not checkpoint.is_file():
-        raise CopsError(f"--checkpoint {checkpoint}: file not found")
+        raise CopsError(f"--checkpoint {checkpoint}: {not_a_file(checkpoint)}")
     return checkpoint
 
 

@@ -52,6 +52,22 @@ def _refuse_folder(path: Path) -> None:
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why `path`, which is not a regular file, cannot be read as one: a folder, a broken or
+    looping symbolic link, or nothing there."""
+    path = Path(path)
+    if path.is_dir():
+        return "a folder, not a file"
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop (its links lead back to themselves)"
+        return f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "file not found"
+
+
 def check_writable(path: str | Path) -> None:
     """Fail now, naming `path`, if a file could not be written there later (a folder in its
     place, a read-only or missing-permission folder): for results that come after long work.

@@ -1,11 +1,12 @@
 """Export the cost network to ONNX or TorchScript with its metadata JSON, and load exports back.
 
 An export is two files: the model (``model.onnx`` or ``model.pt``) and its model card
-(:mod:`cops.models.model_card`) beside it as JSON (``model.json``). Both are written in full under
-temporary names
-before either replaces an older file; then the metadata is renamed into place and the model last,
-so a failed export (disk full) leaves the previous export as it was. The network maps a
-normalised float32 batch ``image [B, 3, H, W]`` (any batch size; H and W any multiples of
+(:mod:`cops.models.model_card`) with the model's hash beside it as JSON (``model.onnx.json``,
+``model.pt.json``: one per model file, see :mod:`cops.inference.export_files`). Both are written
+in full under temporary names before either replaces an older file; then the metadata is renamed
+into place and the model last, so a failed export (disk full) leaves the previous export as it
+was. An export replaces only an earlier export, never its checkpoint or another file. The network
+maps a normalised float32 batch ``image [B, 3, H, W]`` (any batch size; H and W any multiples of
 ``size_divisibility``) to ``(node_costs, edge_costs, boundary_prob)`` at stride 4.
 """
 
@@ -15,7 +16,6 @@ import contextlib
 import copy
 import dataclasses
 import io
-import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -25,9 +25,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cops.datasets.panoptic_io import read_json
 from cops.errors import CopsError
-from cops.files import atomic_write_files
+from cops.files import atomic_write_files, not_a_file
+from cops.inference.export_files import (
+    check_hash,
+    check_replaceable,
+    is_training_checkpoint,
+    metadata_bytes,
+    metadata_path,
+    read_metadata,
+)
 from cops.inference.onnx_runtime import import_onnxruntime
 from cops.models import CostMapNet
 from cops.models.checkpoint import Checkpoint
@@ -51,11 +58,6 @@ FORMAT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".ts", ".torchscri
 _ONNX_HINT = 'ONNX export and inference need the onnx extra: pip install "cops[onnx]"'
 
 Runner = Callable[[torch.Tensor], Sequence[Any]]
-
-
-def metadata_path(model_path: Path) -> Path:
-    """Where the metadata JSON of an export lives: the model path with suffix ``.json``."""
-    return Path(model_path).with_suffix(".json")
 
 
 def _format_of(path: Path) -> str:
@@ -163,6 +165,7 @@ def export_model(
     if not isinstance(card, ModelCard):
         raise TypeError(f"card: expected a ModelCard, got {type(card).__name__}")
     _check_net(net, card)
+    check_replaceable(out, None)
     div = card.size_divisibility
     crop = _pool_crop(net, div)
     height, width = (int(s) for s in (example_size or crop or (64, 128)))
@@ -178,7 +181,7 @@ def export_model(
     else:
         data = _torchscript_bytes(model)
     # Both complete under temporary names first; the model, which `load_export` opens, goes last.
-    atomic_write_files([(metadata_path(out), json.dumps(card.to_dict()).encode()), (out, data)])
+    atomic_write_files([(metadata_path(out), metadata_bytes(card, data)), (out, data)])
     return out
 
 
@@ -295,20 +298,20 @@ def load_export(path: Path, device: str = "auto") -> ExportedCostMapNet:
     path = Path(path)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device: expected auto, cpu or cuda, got {device!r}")
+    if is_training_checkpoint(path):
+        raise CopsError(
+            f"{path}: a training checkpoint, not an export of `cops export`; pass it with "
+            f"--checkpoint {path}"
+        )
     fmt = _format_of(path)
     if not path.is_file():
-        raise CopsError(f"{path}: exported model not found")
-    meta_file = metadata_path(path)
-    if not meta_file.is_file():
-        raise CopsError(
-            f"{meta_file}: metadata of export {path.name} not found (`cops export` writes it "
-            "beside the model; copy both files)"
-        )
-    card = ModelCard.from_dict(read_json(meta_file), meta_file)
+        raise CopsError(f"{path}: exported model not found ({not_a_file(path)})")
+    card, digest, meta_file = read_metadata(path)
     if fmt == "onnx":
         runner, used = _onnx_runner(path, device)
     else:
         runner, used = _torchscript_runner(path, device)
+    check_hash(path, digest, meta_file)
     return ExportedCostMapNet(path, card, fmt, used, runner)
 
 
@@ -328,4 +331,5 @@ def export_checkpoint(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     if out is None:
         out = Path(ckpt.path or ".").parent / f"model{FORMAT_SUFFIXES[fmt][0]}"
+    check_replaceable(Path(out), ckpt.path)
     return export_model(ckpt.cost_net(), ckpt.card.with_test_size(test_size), out, fmt)

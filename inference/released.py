@@ -22,10 +22,12 @@ from cops.datasets.conversion import SplitPaths
 from cops.datasets.panoptic_io import read_json
 from cops.datasets.prepared import CategoryInfo
 from cops.errors import CopsError
+from cops.files import check_writable
 from cops.models.backbone import BackboneInitWarning, ResNetBackbone
 from cops.models.checkpoint import Checkpoint, save_state_dict
 from cops.models.network import SemanticBoundaryNet
 from cops.models.original_import import convert_backbone, convert_original, read_original_file
+from cops.models.weights_only import check_finite
 from cops.recipes.schema import Recipe, load_recipe
 
 __all__ = [
@@ -94,6 +96,7 @@ def import_released_model(
     recipe = load_recipe(recipe_name, list(overrides or []))
     classes = recipe_classes(recipe, data_root)
     original = read_original_file(source)
+    check_finite(original, source)
     plain = dataclasses.replace(recipe.model, backbone_weights=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BackboneInitWarning)
@@ -109,6 +112,7 @@ def import_backbone(source: Path, out: Path, backbone: str = "resnet50") -> Impo
     """Convert a DeepLab ImageNet backbone (``R-52.pkl``) to a backbone state dict file."""
     source = Path(source)
     original = read_original_file(source)
+    check_finite(original, source)
     converted = convert_backbone(original, ResNetBackbone(backbone).state_dict(), str(source))
     save_state_dict({f"backbone.{k}": v for k, v in converted.state.items()}, out)
     return ImportResult(Path(out), len(converted.state), converted.dropped)
@@ -124,6 +128,12 @@ def import_checkpoint(
 ) -> ImportResult:
     """``cops import-checkpoint``: a released model with ``recipe_name``, or (``backbone_only``)
     an ImageNet backbone of the recipe's depth (ResNet-50 without a recipe)."""
+    if Path(out).resolve() == Path(source).resolve():
+        raise CopsError(
+            f"--out {out}: is the file being imported; the import would replace it; give "
+            "another --out"
+        )
+    check_writable(Path(out))  # a folder in the way or a read-only one: before converting
     if backbone_only:
         depth = "resnet50"
         if recipe_name is not None:

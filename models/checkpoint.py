@@ -25,7 +25,7 @@ from cops.files import atomic_save
 from cops.models.backbone import BackboneInitWarning
 from cops.models.model_card import CardSource, ModelCard
 from cops.models.network import CostMapNet, SemanticBoundaryNet
-from cops.models.weights_only import load_weights_only
+from cops.models.weights_only import check_finite, load_weights_only
 from cops.recipes.schema import Recipe, recipe_from_dict
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ class Checkpoint:
 
     def build_network(self) -> SemanticBoundaryNet:
         """The recipe's network holding these weights (train mode, CPU); a mismatch names the
-        file and the first keys that do not fit."""
+        file and the first keys that do not fit, a NaN or infinite weight the tensor."""
+        check_finite(self.weights, self.path)
         net = restorable_network(self.recipe.model, len(self.classes))
         try:
             missing, unexpected = net.load_state_dict(self.weights, strict=False)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from cops.models.backbone import WeightsError, detectron2_backbone_key
+from cops.models.weights_only import load_weights_only, refusal
 
 __all__ = [
     "ConvertedWeights",
@@ -118,13 +119,6 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
 
 
-def _refusal(path: Path, detail: str) -> RefusedFileError:
-    return RefusedFileError(
-        f"{path}: refused: the file needs {detail}, which is not a tensor, array or plain "
-        "container; nothing from it was run"
-    )
-
-
 def _read_pickle(path: Path) -> Any:
     """A ``.pkl`` of numpy arrays (detectron2/Caffe2 style), refusing any other global."""
     data = path.read_bytes()
@@ -133,7 +127,7 @@ def _read_pickle(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         match = re.search(r"global '([^']+)'", str(exc))
         if match:
-            raise _refusal(path, f"the global {match.group(1)}") from None
+            raise RefusedFileError(refusal(path, match.group(1))) from None
         raise WeightsError(f"{path}: cannot read as a pickle ({exc})") from exc
     except Exception as exc:
         raise WeightsError(f"{path}: cannot read as a pickle ({exc})") from exc
@@ -141,24 +135,10 @@ def _read_pickle(path: Path) -> Any:
 
 def _read_torch(path: Path) -> Any:
     """A torch file loaded weights-only, with numpy scalars/arrays allowed as well."""
-    allowed = _allowed_numpy_classes()
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:
-            names = []
-        known = {f"{c.__module__}.{c.__qualname__}" for c in allowed}
-        offending = [n for n in names if n not in known]
-        if offending:
-            raise _refusal(path, "the global " + ", ".join(offending)) from None
-        raise WeightsError(
-            f"{path}: cannot read weights-only ({str(exc).splitlines()[0]})"
-        ) from None
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot read as a torch file ({exc})") from exc
+    what = "a released checkpoint (a detectron2/DeepLab pickle of arrays needs the suffix .pkl)"
+    return load_weights_only(
+        path, what, WeightsError, safe_globals=_allowed_numpy_classes(), refused=RefusedFileError
+    )
 
 
 def read_original_file(path: str | Path) -> dict[str, Tensor]:
@@ -170,7 +150,8 @@ def read_original_file(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: file not found")
+        problem = "a folder, not a file" if path.is_dir() else "file not found"
+        raise WeightsError(f"{path}: {problem}")
     obj = _read_pickle(path) if path.suffix.lower() == ".pkl" else _read_torch(path)
     if isinstance(obj, Mapping):
         for key in ("model", "blobs"):

@@ -26,6 +26,10 @@ _LEGACY_HEAD = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+class _Refused(CopsError):
+    """A pickle that needs an object besides tensors and plain containers."""
+
+
 def refusal(path: Path, name: str) -> str:
     """The one-line refusal of a file holding the pickled object `name`."""
     return (
@@ -81,7 +85,7 @@ def _kind(path: Path, what: str) -> str:
             if not n.startswith(("numpy.", "collections.")) and n != "_codecs.encode"
         ]
         if names:
-            raise CopsError(refusal(path, names[0]))
+            raise _Refused(refusal(path, names[0]))
         raise CopsError(
             f"{path}: a plain Python pickle (pickle.dump), not a torch file (torch.save); "
             f"expected {what}"
@@ -96,14 +100,19 @@ def load_weights_only(
     error: type[CopsError] = CopsError,
     mmap: bool = False,
     safe_globals: Sequence[Any] = (),
+    refused: type[CopsError] | None = None,
 ) -> Any:
     """``torch.load(weights_only=True)`` of `path` onto the CPU, `safe_globals` allowed besides
     tensors and plain containers. A file that cannot be read raises `error` with one line naming
     the file and what it is instead of `what`; a pickle that needs any other object is refused
-    naming that object. ``mmap`` maps tensors lazily (zip-format files; others load in full)."""
+    naming that object (as `refused`, default `error`). ``mmap`` maps tensors lazily (zip-format
+    files; others load in full)."""
     path = Path(path)
+    refused = refused or error
     try:
         kind = _kind(path, what)
+    except _Refused as exc:
+        raise refused(str(exc)) from None
     except CopsError as exc:
         raise error(str(exc)) from None
     try:
@@ -114,7 +123,7 @@ def load_weights_only(
     except Exception as exc:
         found = _GLOBAL.search(str(exc))
         if found:
-            raise error(refusal(path, found.group(1))) from None
+            raise refused(refusal(path, found.group(1))) from None
         reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "")
         if "weights_only" in reason or "torch.load" in reason:
             reason = type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,13 @@ from _training import save_net
 from cops.datasets.class_list import ClassList
 from cops.datasets.synthetic import SYNTHETIC_CATEGORIES, generate_scene
 from cops.errors import CopsError
-from cops.inference.export import ONNX_OPSET, ExportedCostMapNet, export_model, load_export
+from cops.inference.export import (
+    ONNX_OPSET,
+    ExportedCostMapNet,
+    export_model,
+    load_export,
+    metadata_path,
+)
 from cops.inference.predictor import Predictor
 from cops.models import CostMapNet
 from cops.models.build import build_model
@@ -106,9 +113,10 @@ def test_onnx_graph_opset_names_and_symbolic_sizes(exports):
     assert [o.name for o in model.graph.output] == OUTPUTS
     # One self-contained file: no external weight data beside the model.
     assert sorted(p.name for p in exports["onnx"].parent.iterdir()) == [
-        "model.json",
         "model.onnx",
+        "model.onnx.json",
         "model.pt",
+        "model.pt.json",
     ]
 
 
@@ -116,7 +124,8 @@ def test_onnx_graph_opset_names_and_symbolic_sizes(exports):
 def test_metadata_json_round_trip(trained, exports):
     _, card, checkpoint = trained
     for path in exports.values():
-        written = json.loads(path.with_suffix(".json").read_text())
+        written = json.loads(metadata_path(path).read_text())
+        assert written.pop("model_sha256") == hashlib.sha256(path.read_bytes()).hexdigest()
         written.pop("min_input_size", None)  # ONNX only: the traced pooling window's crop
         assert written == card.to_dict()
     assert card.cost_scalars.alpha == [0.5, 1.0, 2.0, 1.25]
@@ -136,7 +145,7 @@ def test_torchscript_suffixes_and_caller_net_untouched(trained, tmp_path):
         assert net.training, "export_model must not switch the caller's net to eval"
         net.eval()
     assert out == tmp_path / "costs.ts"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["costs.json", "costs.ts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["costs.ts", "costs.ts.json"]
     image = _images((128, 96), 1)
     with torch.no_grad():
         expected = net(image)
@@ -167,7 +176,7 @@ def _copy_export(source: Path, folder: Path, name: str) -> Path:
     """A copy of an export (model and metadata) under another name."""
     target = folder / name
     target.write_bytes(source.read_bytes())
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    metadata_path(target).write_text(metadata_path(source).read_text())
     return target
 
 
@@ -180,15 +189,15 @@ def test_load_export_errors(exports, tmp_path, monkeypatch):
 
     lonely = tmp_path / "lonely.pt"
     lonely.write_bytes(exports["torchscript"].read_bytes())
-    with pytest.raises(CopsError, match=r"lonely\.json: metadata of export lonely\.pt not found"):
+    with pytest.raises(CopsError, match=r"lonely\.pt\.json: metadata of export lonely\.pt not"):
         load_export(lonely)
-    lonely.with_suffix(".json").write_text("{not json")
-    with pytest.raises(CopsError, match=r"lonely\.json: invalid JSON"):
+    metadata_path(lonely).write_text("{not json")
+    with pytest.raises(CopsError, match=r"lonely\.pt\.json: invalid JSON"):
         load_export(lonely)
-    broken = json.loads(exports["torchscript"].with_suffix(".json").read_text())
+    broken = json.loads(metadata_path(exports["torchscript"]).read_text())
     del broken["classes"]["colors"]
-    lonely.with_suffix(".json").write_text(json.dumps(broken))
-    with pytest.raises(CopsError, match=r"lonely\.json: classes\.colors: missing"):
+    metadata_path(lonely).write_text(json.dumps(broken))
+    with pytest.raises(CopsError, match=r"lonely\.pt\.json: classes\.colors: missing"):
         load_export(lonely)
 
     garbage = _copy_export(exports["onnx"], tmp_path, "garbage.onnx")

@@ -80,7 +80,7 @@ def test_export_then_predict_from_the_export_matches_the_checkpoint(
         "export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(model)
     )
     assert result.returncode == 0, result.stderr
-    meta = json.loads(model.with_suffix(".json").read_text())
+    meta = json.loads(model.with_name("model.pt.json").read_text())
     assert meta["classes"]["names"][0] == "road" and meta["edge_distances"] == [1, 2, 4, 8]
     runs = {}
     for source in (["--checkpoint", str(ckpt)], ["--model", str(model)]):

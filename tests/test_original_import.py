@@ -187,12 +187,13 @@ def test_files_whose_pickle_calls_a_function_are_refused(tmp_path, cops, suffix)
         source.write_bytes(pickle.dumps(payload, protocol=2))
     with pytest.raises(
         RefusedFileError,
-        match=r"refused: the file needs the global (io|__builtin__|builtins)\.open,",
+        match=r"not a weights-only file \(it contains a pickled object `(io|__builtin__|builtins)"
+        r"\.open`\); refusing to load it",
     ):
         read_original_file(source)
     args = ["import-checkpoint", str(source), "--out", str(tmp_path / "o.pt")]
     done = cops(*args, "--backbone-only")
-    assert done.returncode != 0 and "refused" in done.stderr and "open" in done.stderr
+    assert done.returncode != 0 and "refusing to load" in done.stderr and "open" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not marker.exists()
 

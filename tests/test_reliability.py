@@ -191,7 +191,7 @@ def test_export_on_full_disk_keeps_previous_export(tiny_pretrained, tmp_path):
     model = tmp_path / "model.pt"
     first = cops("export", "-c", str(ckpt), "--format", "torchscript", "--out", str(model))
     assert first.returncode == 0, first.stderr
-    meta = model.with_suffix(".json")
+    meta = model.with_name("model.pt.json")
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "marker": 1}))
     before = tree(tmp_path)
     result = cops_patched(
@@ -315,7 +315,7 @@ def test_outputs_respect_the_umask(tmp_path):
     }
     for name in ("gen/panoptic_train.json", "run/last.pt", "prep/panoptic_val.json",
                  "eval/metrics.json", "eval/predictions.json", "pred/panoptic.json",
-                 "exp/model.pt", "exp/model.json"):  # fmt: skip
+                 "exp/model.pt", "exp/model.pt.json"):  # fmt: skip
         assert name in modes
     wrong = {name: oct(mode) for name, mode in modes.items() if mode not in (0o644, 0o755)}
     assert wrong == {}

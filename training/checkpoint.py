@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cops.models.checkpoint import Checkpoint
+from cops.training.run_lock import remove_stale_temporaries
 
 LAST = "last.pt"
 _NUMBERED = re.compile(r"ckpt_(\d{7,})\.pt")
@@ -56,10 +57,12 @@ def save_checkpoint(ckpt: Checkpoint, out: Path, keep: int = 0) -> Path:
     """Save `ckpt` as ``OUT/last.pt``; with ``keep > 0`` also as ``ckpt_<iteration>.pt``.
 
     Numbered copies are hard links of ``last.pt`` where the file system allows (no extra space
-    until ``last.pt`` moves on); only the newest `keep` of them stay. Returns ``last.pt``'s path.
+    until ``last.pt`` moves on); only the newest `keep` of them stay. Temporaries an interrupted
+    save left in `out` are removed first. Returns ``last.pt``'s path.
     """
     out = Path(out)
     last = out / LAST
+    remove_stale_temporaries(out)
     ckpt.save(last)
     if keep > 0:
         numbered = numbered_path(out, int(ckpt.iteration))

@@ -81,6 +81,12 @@ def open_datasets(recipe: Recipe) -> tuple[PanopticDataset, PanopticDataset | No
     if recipe.train.val_every == 0:
         return train, None
     val = PanopticDataset(Path(data.root), data.val_split, EvalTransform(targets), seed=recipe.seed)
+    if len(val) == 0:
+        raise DatasetError(
+            f"{val.paths.json}: the '{data.val_split}' split lists no images, and validation "
+            "needs at least one; add images to it, or train without validation "
+            "(train.val_every=0)"
+        )
     if list(val.categories.category_ids) != list(train.categories.category_ids):
         raise DatasetError(
             f"{val.paths.json}: categories differ from those of {train.paths.json}; both splits "

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cops.console import set_activity, state
 from cops.device import resolve_device
 from cops.errors import CopsError
+from cops.files import not_a_file
 from cops.recipes.schema import load_recipe, recipe_name, recipe_with_overrides
 from cops.training.run_config import RunConfig
 
@@ -174,7 +175,7 @@ def resolve_run(
         from cops.models.torchvision_weights import is_torchvision_name
 
         if not is_torchvision_name(weights):
-            raise CopsError(f"--weights {weights}: file not found")
+            raise CopsError(f"--weights {weights}: {not_a_file(weights)}")
     if reinit_head and weights is None:
         raise CopsError(
             "--reinit-head: it applies to the layers loaded with --weights; add --weights"

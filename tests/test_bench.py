@@ -84,7 +84,7 @@ def test_train_reports_images_per_second_and_gflop():
     _check(result, "train")
     figures = result.figures
     assert figures["images_per_s"] > 0 and figures["batch"] == 2
-    assert figures["memory_format"] == "contiguous"  # train.channels_last auto: CUDA only
+    assert figures["memory_format"] == "channels-last"  # the synthetic recipes' setting
     net = SemanticBoundaryNet.from_config(load_recipe("synthetic-tiny").model, 5)
     forward = cnn_gflop(net, *figures["crop"])
     # backward: an input and a weight gradient per convolution, less the stem's input gradient

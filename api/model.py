@@ -60,12 +60,13 @@ class Model:
         backend: str = "auto",
         test_size: tuple[int, int] | None = None,
         precision: str | None = None,
+        runtime: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.checkpoint = checkpoint
         self._predictor = predictor
         self.device, self.backend, self.test_size = device, backend, test_size
-        self.precision = precision
+        self.precision, self.runtime = precision, runtime
 
     def __repr__(self) -> str:
         kind = "checkpoint" if self.checkpoint is not None else "export"
@@ -77,7 +78,12 @@ class Model:
         if self._predictor is None:
             assert self.checkpoint is not None
             self._predictor = Predictor.from_checkpoint(
-                self.checkpoint, self.device, self.backend, self.test_size, self.precision
+                self.checkpoint,
+                self.device,
+                self.backend,
+                self.test_size,
+                self.precision,
+                self.runtime,
             )
         return self._predictor
 
@@ -200,6 +206,7 @@ class Model:
             backend=self.backend,
             test_size=self.test_size,
             precision=self.precision,
+            runtime=self.runtime,
             **options,
         )
 
@@ -220,23 +227,25 @@ def load(
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
     precision: str | None = None,
+    runtime: str | None = None,
     kind: Literal["auto", "checkpoint", "export"] = "auto",
 ) -> Model:
     """Open a checkpoint (trained or imported) or an export (ONNX / TorchScript + its JSON).
 
     `device` runs the network (checkpoints), `backend` the solver, `test_size` ([H, W])
-    overrides the input size, `precision` (fp32 / bf16) the recipe's ``eval.precision``; `kind`
-    skips the guess from the file (``--checkpoint``/``--model``).
+    overrides the input size, `precision` (fp32 / bf16) and `runtime` (frozen / compile / eager)
+    the recipe's ``eval.precision`` and ``eval.runtime``; `kind` skips the guess from the file
+    (``--checkpoint``/``--model``).
     """
     path = Path(path)
     if kind != "export" and not path.is_file():
         raise CopsError(f"{path}: {not_a_file(path)}")
     if kind == "export" or (kind == "auto" and _is_export(path)):
-        predictor = Predictor.from_export(path, backend, test_size, precision)
-        return Model(path, None, predictor, device, backend, test_size, precision)
+        predictor = Predictor.from_export(path, backend, test_size, precision, runtime)
+        return Model(path, None, predictor, device, backend, test_size, precision, runtime)
     checkpoint = Checkpoint.load(path)
     checkpoint.card.with_test_size(test_size)  # a bad card or size fails here, not at predict
-    return Model(path, checkpoint, None, device, backend, test_size, precision)
+    return Model(path, checkpoint, None, device, backend, test_size, precision, runtime)
 
 
 def load_either(
@@ -247,6 +256,7 @@ def load_either(
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
     precision: str | None = None,
+    runtime: str | None = None,
 ) -> Model:
     """:func:`load` for ``--checkpoint`` / ``--model``: exactly one of them, each as its kind."""
     if (checkpoint is None) == (model is None):
@@ -256,5 +266,11 @@ def load_either(
     path, kind = (checkpoint, "checkpoint") if checkpoint is not None else (model, "export")
     assert path is not None
     return load(
-        path, device=device, backend=backend, test_size=test_size, precision=precision, kind=kind
+        path,
+        device=device,
+        backend=backend,
+        test_size=test_size,
+        precision=precision,
+        runtime=runtime,
+        kind=kind,
     )

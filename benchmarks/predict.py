@@ -61,6 +61,7 @@ def run(
     device: str = "auto",
     backend: str = "auto",
     precision: str | None = None,
+    runtime: str | None = None,
 ) -> BenchResult:
     """Time `images` predictions after a warm-up, each batch beside a plain eager forward of
     the same network; medians per part, GFLOP per image and GFLOP/s of both."""
@@ -72,7 +73,7 @@ def run(
         ckpt = random_checkpoint(load_recipe(recipe))
         model = f"random-init {ckpt.recipe.model.backbone} ({recipe})"
     dev = resolve_device(device)
-    predictor = Predictor.from_checkpoint(ckpt, dev, backend, precision=precision)
+    predictor = Predictor.from_checkpoint(ckpt, dev, backend, precision=precision, runtime=runtime)
     eager = ckpt.cost_net(dev).eval()
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -103,6 +104,7 @@ def run(
         "device": str(predictor.device),
         "backend": backend,
         "precision": predictor.runner.precision,
+        "runtime": predictor.runner.runtime,
         "seconds_per_image": {k: round(v, 5) for k, v in medians.items()},
         "eager_fp32_cnn_seconds": round(eager_cnn, 5),
         "cnn_speedup": round(eager_cnn / medians["cnn"], 3),
@@ -111,7 +113,9 @@ def run(
         "eager_fp32_cnn_gflops": round(gflop / eager_cnn, 2),
     }
     rows = [[part, f"{value:.4f}", ""] for part, value in medians.items()]
-    rows[0][2] = f"{figures['cnn_gflops']:.1f} GFLOP/s ({figures['precision']})"
+    rows[0][2] = (
+        f"{figures['cnn_gflops']:.1f} GFLOP/s ({figures['runtime']}, {figures['precision']})"
+    )
     rows.append(
         ["cnn, plain eager fp32 (baseline)", f"{eager_cnn:.4f}", f"{gflop / eager_cnn:.1f} GFLOP/s"]
     )

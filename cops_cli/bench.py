@@ -18,9 +18,11 @@ from cops.cli.options import (
     CheckpointOpt,
     InferDeviceOpt,
     PrecisionOpt,
+    RuntimeOpt,
     SetOpt,
     check_backend,
     check_precision,
+    check_runtime,
     parse_size,
 )
 from cops.console import console, print_table, state
@@ -145,6 +147,7 @@ def predict(
     device: InferDeviceOpt = "auto",
     backend: BackendOpt = "auto",
     precision: PrecisionOpt = None,
+    runtime: RuntimeOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Seconds per image of `cops predict` (CNN, solver, the rest) on synthetic images, the
@@ -156,7 +159,8 @@ def predict(
     from cops.benchmarks.predict import run
 
     backend, precision = check_backend(backend), check_precision(precision)
-    args = (checkpoint, recipe, height, width, images, batch, device, backend, precision)
+    runtime = check_runtime(runtime)
+    args = (checkpoint, recipe, height, width, images, batch, device, backend, precision, runtime)
     _report(lambda: [run(*args)], json)
 
 

@@ -94,6 +94,7 @@ def evaluate(
     backend: opts.BackendOpt = "auto",
     test_size: opts.TestSizeOpt = None,
     precision: opts.PrecisionOpt = None,
+    runtime: opts.RuntimeOpt = None,
     workers: Annotated[
         int, typer.Option("--workers", "-j", min=0, help="Image-reading worker processes.")
     ] = 2,
@@ -114,7 +115,7 @@ def evaluate(
     with work_progress("evaluate") as progress:
         result = load(
             opts.require_checkpoint(checkpoint),
-            **opts.model_options(device, backend, test_size, precision),
+            **opts.model_options(device, backend, test_size, precision, runtime),
             kind="checkpoint",
         ).evaluation(
             data,

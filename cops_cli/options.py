@@ -150,6 +150,17 @@ PrecisionOpt = Annotated[
 ]
 
 
+RuntimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="How the CNN runs: frozen (channels-last TorchScript), compile (torch.compile: "
+        "fastest per image, compiles minutes per new input size) or eager (checkpoints only). "
+        "Default: the recipe's eval.runtime.",
+    ),
+]
+
+
 def check_precision(value: str | None) -> str | None:
     """Validate a --precision value (None: the recipe's)."""
     if value not in (None, "fp32", "bf16"):
@@ -157,16 +168,28 @@ def check_precision(value: str | None) -> str | None:
     return value
 
 
+def check_runtime(value: str | None) -> str | None:
+    """Validate a --runtime value (None: the recipe's)."""
+    if value not in (None, "frozen", "compile", "eager"):
+        raise CopsError(f"--runtime '{value}': expected frozen, compile or eager")
+    return value
+
+
 def model_options(
-    device: str, backend: str, test_size: str | None, precision: str | None = None
+    device: str,
+    backend: str,
+    test_size: str | None,
+    precision: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, object]:
-    """The checked --device, --backend, --test-size and --precision of the commands that run a
-    model."""
+    """The checked --device, --backend, --test-size, --precision and --runtime of the commands
+    that run a model."""
     return {
         "device": device,
         "backend": check_backend(backend),
         "test_size": parse_size(test_size),
         "precision": check_precision(precision),
+        "runtime": check_runtime(runtime),
     }
 
 

@@ -38,6 +38,7 @@ def predict(
     backend: opts.BackendOpt = "auto",
     test_size: opts.TestSizeOpt = None,
     precision: opts.PrecisionOpt = None,
+    runtime: opts.RuntimeOpt = None,
     sequence: Annotated[
         bool,
         typer.Option("--sequence", help="Read a folder of images as the frames of one video."),
@@ -70,7 +71,7 @@ def predict(
 
     if sequence or inputs.suffix.lower() in VIDEO_SUFFIXES:
         video = dict(sequence=sequence, every=every, max_frames=max_frames, track_iou=track_iou)
-        model_options = opts.model_options(device, backend, test_size, precision)
+        model_options = opts.model_options(device, backend, test_size, precision, runtime)
         video.update(overlay=overlay, batch_size=batch_size)
         return _predict_video(inputs, out, checkpoint, model, model_options, video)
 
@@ -80,7 +81,7 @@ def predict(
     )
     with work_progress("predict") as progress:
         result = load_either(
-            checkpoint, model, **opts.model_options(device, backend, test_size, precision)
+            checkpoint, model, **opts.model_options(device, backend, test_size, precision, runtime)
         ).predict_folder(
             inputs,
             out,

@@ -48,6 +48,13 @@ def _open_matching_split(ckpt: Checkpoint, data: Path | None, split: str) -> Pan
     return dataset
 
 
+def _predictions_writer(out: Path, ckpt: Checkpoint) -> PredictionWriter:
+    """The writer of ``--save-predictions``: OUT/predictions/*.png and OUT/predictions.json."""
+    return PredictionWriter(
+        out, ckpt.classes, panoptic_dir="predictions", json_name="predictions.json"
+    )
+
+
 def evaluate_checkpoint(
     checkpoint: Path | Checkpoint,
     *,
@@ -62,6 +69,7 @@ def evaluate_checkpoint(
     backend: str = "auto",
     test_size: tuple[int, int] | None = None,
     precision: str | None = None,
+    runtime: str | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
     report: bool = False,
@@ -86,13 +94,10 @@ def evaluate_checkpoint(
         backend=backend,
         test_size=test_size,
         precision=precision,
+        runtime=runtime,
     )
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    writer = None
-    if save_predictions:
-        writer = PredictionWriter(
-            out, ckpt.classes, panoptic_dir="predictions", json_name="predictions.json"
-        )
+    writer = _predictions_writer(out, ckpt) if save_predictions else None
     collector = ReportCollector(ckpt.classes.to_dict(), report_images) if report else None
     if progress is not None:
         progress(0, count)

@@ -147,19 +147,25 @@ class Predictor:
         backend: str = "auto",
         test_size: Sequence[int] | None = None,
         precision: str | None = None,
+        runtime: str | None = None,
     ) -> Predictor:
         """The checkpoint's network + cost scalars in eval mode on `device` (a path is loaded),
         run as :class:`~cops.models.runtime.InferenceNet` (channels-last, frozen in fp32).
 
         ``test_size`` ([H, W]) overrides the recipe's ``eval.test_size``, ``precision`` (fp32 or
-        bf16) its ``eval.precision``.
+        bf16) its ``eval.precision``, ``runtime`` (frozen, compile, eager) its ``eval.runtime``.
         """
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = Checkpoint.load(checkpoint)
         card = checkpoint.card.with_test_size(test_size)
         dev = resolve_device(device)
         recipe = checkpoint.recipe
-        runner = InferenceNet(checkpoint.cost_net(dev), dev, precision or recipe.eval.precision)
+        runner = InferenceNet(
+            checkpoint.cost_net(dev),
+            dev,
+            precision or recipe.eval.precision,
+            runtime or recipe.eval.runtime,
+        )
         local_search = recipe.solver.local_search
         return cls(runner, card, device=dev, backend=backend, local_search=local_search)
 
@@ -170,12 +176,14 @@ class Predictor:
         backend: str = "auto",
         test_size: Sequence[int] | None = None,
         precision: str | None = None,
+        runtime: str | None = None,
     ) -> Predictor:
         """An exported cost network (ONNX or TorchScript, by suffix) with its model card JSON;
-        exports compute in fp32 (``precision`` bf16 is refused)."""
-        if precision not in (None, "fp32"):
+        exports run as exported, in fp32 (``precision`` bf16 and a ``runtime`` are refused)."""
+        if precision not in (None, "fp32") or runtime is not None:
+            asked = f"--precision {precision}" if runtime is None else f"--runtime {runtime}"
             raise CopsError(
-                f"{path}: an export runs in fp32; --precision {precision} needs a checkpoint"
+                f"{path}: an export runs as exported, in fp32; {asked} needs a checkpoint"
             )
         model = load_export(path)
         return cls(model, model.card.with_test_size(test_size), device="cpu", backend=backend)

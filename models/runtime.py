@@ -1,6 +1,6 @@
-"""The cost network as inference runs it: channels-last memory, a frozen TorchScript graph
-(BatchNorm folded into the convolutions, conv + ReLU fused by oneDNN) in fp32, or bf16 autocast on
-request.
+"""The cost network as inference runs it: channels-last memory and a frozen TorchScript graph
+(BatchNorm folded into the convolutions) by default, ``torch.compile`` or the plain eager module on
+request, in fp32 or under bf16 autocast.
 
 Training keeps the eager module; only prediction, evaluation and the benchmarks go through here.
 The fp32 graph computes the eager network's outputs to float32 rounding (BENCHMARKS.md, "The CNN
@@ -18,10 +18,12 @@ from torch import Tensor, nn
 
 from cops.errors import CopsError
 
-__all__ = ["PRECISIONS", "InferenceNet", "bf16_supported", "cnn_gflop"]
+__all__ = ["PRECISIONS", "RUNTIMES", "InferenceNet", "bf16_supported", "cnn_gflop"]
 
 PRECISIONS = ("fp32", "bf16")
 """Inference precisions: fp32 (exact, the default) or bf16 autocast (faster on some hardware)."""
+RUNTIMES = ("frozen", "compile", "eager")
+"""How the network runs at inference (:class:`InferenceNet`)."""
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -33,10 +35,12 @@ def bf16_supported(device: torch.device) -> bool:
     return capability in ("AVX512", "AMX") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _check_precision(precision: str, device: torch.device) -> None:
-    """A clear error for an unknown precision or bf16 on a device without it."""
+def _check_options(precision: str, runtime: str, device: torch.device) -> None:
+    """A clear error for an unknown precision or runtime, or bf16 on a device without it."""
     if precision not in PRECISIONS:
         raise CopsError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if runtime not in RUNTIMES:
+        raise CopsError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if precision == "bf16" and not bf16_supported(device):
         raise CopsError(
             f"precision bf16: {device} has no native bf16 support (it would be emulated and "
@@ -44,28 +48,50 @@ def _check_precision(precision: str, device: torch.device) -> None:
         )
 
 
+def _prepared(net: nn.Module, device: torch.device, precision: str, runtime: str) -> nn.Module:
+    """`net` as `runtime` runs it (a copy; see :class:`InferenceNet`)."""
+    model = copy.deepcopy(net).eval().to(device)
+    if runtime == "eager":
+        return model
+    model = model.to(memory_format=torch.channels_last)
+    if runtime == "compile":
+        return torch.compile(model, dynamic=False, options={"freezing": True})
+    if precision == "bf16":  # TorchScript does not run autocast: bf16 stays eager
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.freeze(torch.jit.script(model))
+
+
 class InferenceNet:
     """Call like the eager cost network (``image [B, 3, H, W]`` → its output tuple, float32).
 
-    ``fp32``: the network is converted to channels-last and frozen as TorchScript (scripted, so
-    every input size takes its own path); ``bf16``: channels-last eager under bf16 autocast, outputs
-    cast back to float32. The caller's module is not modified.
+    ``runtime``: ``frozen`` (default) converts the network to channels-last and freezes it as
+    TorchScript (scripted, so every input size takes its own path; BatchNorm folded into the
+    convolutions); ``compile`` runs channels-last through ``torch.compile`` with freezing (the
+    fastest per image, but every new input size compiles anew, minutes for ResNet-50: for long
+    evaluations at one test size); ``eager`` runs the module as trained. ``precision`` bf16 runs
+    under bf16 autocast (``frozen`` then stays an eager channels-last module) with outputs cast
+    back to float32. The caller's module is not modified.
     """
 
-    def __init__(self, net: nn.Module, device: torch.device, precision: str = "fp32") -> None:
-        _check_precision(precision, device)
-        self.device = device
-        self.precision = precision
-        model = copy.deepcopy(net).eval().to(device=device, memory_format=torch.channels_last)
-        if precision == "fp32":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = torch.jit.freeze(torch.jit.script(model))
-        self._model: Callable[[Tensor], tuple[Tensor, ...]] = model
+    def __init__(
+        self,
+        net: nn.Module,
+        device: torch.device,
+        precision: str = "fp32",
+        runtime: str = "frozen",
+    ) -> None:
+        _check_options(precision, runtime, device)
+        self.device, self.precision, self.runtime = device, precision, runtime
+        self._model: Callable[[Tensor], tuple[Tensor, ...]] = _prepared(
+            net, device, precision, runtime
+        )
 
     def __call__(self, image: Tensor) -> tuple[Tensor, ...]:
         """The network's outputs for a normalised float32 batch on this runner's device."""
-        image = image.contiguous(memory_format=torch.channels_last)
+        if self.runtime != "eager":
+            image = image.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.precision == "fp32":
                 outputs = self._model(image)

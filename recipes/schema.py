@@ -312,6 +312,10 @@ class EvalConfig:
     """The CNN's arithmetic at prediction and evaluation: fp32 (a frozen channels-last graph with
     the eager network's outputs) or bf16 autocast where the device runs bf16 natively (faster on
     CPUs with AVX-512 bf16, other costs: BENCHMARKS.md "The CNN on a CPU")."""
+    runtime: Literal["frozen", "compile", "eager"] = "frozen"
+    """How the CNN runs at prediction and evaluation: a frozen channels-last TorchScript graph,
+    ``torch.compile`` (fastest per image; every new input size compiles anew, minutes for
+    ResNet-50) or the eager module as trained (cops.models.runtime.InferenceNet)."""
 
 
 @dataclass

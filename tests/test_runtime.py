@@ -54,6 +54,24 @@ def test_fp32_runtime_computes_the_eager_outputs_at_every_size(one_torch_thread)
     assert next(net.parameters()).is_contiguous()
 
 
+def test_eager_runtime_is_the_module_as_trained(one_torch_thread):
+    net = _measured_net()
+    image = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        expected = net(image)
+    outputs = InferenceNet(net, CPU, runtime="eager")(image)
+    assert all(torch.equal(o, e) for o, e in zip(outputs, expected, strict=True))
+
+
+@pytest.mark.slow
+def test_compiled_runtime_computes_the_eager_outputs(one_torch_thread):
+    net = _measured_net()
+    image = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        expected = net(image)
+    assert _max_error(InferenceNet(net, CPU, runtime="compile")(image), expected) < 1e-5
+
+
 def test_bf16_is_an_option_close_to_fp32(one_torch_thread, monkeypatch):
     net = _measured_net()
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
@@ -66,10 +84,12 @@ def test_bf16_is_an_option_close_to_fp32(one_torch_thread, monkeypatch):
     assert 0 < error < 0.1  # bf16 keeps 8 bits of mantissa: close, and not bit-equal
 
 
-def test_precision_errors_are_one_clear_line(monkeypatch):
+def test_precision_and_runtime_errors_are_one_clear_line(monkeypatch):
     net = _measured_net()
     with pytest.raises(CopsError, match="precision: expected one of fp32, bf16, got 'fp16'"):
         InferenceNet(net, CPU, "fp16")
+    with pytest.raises(CopsError, match="runtime: expected one of frozen, compile, eager, got 'x'"):
+        InferenceNet(net, CPU, runtime="x")
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
     with pytest.raises(CopsError, match="no native bf16 support .* use fp32"):
         InferenceNet(net, CPU, "bf16")
@@ -89,3 +109,28 @@ def test_predictor_runs_the_recipes_precision_unless_told(monkeypatch):
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: True)
     assert Predictor.from_checkpoint(ckpt, CPU).runner.precision == "bf16"
     assert Predictor.from_checkpoint(ckpt, CPU, precision="fp32").runner.precision == "fp32"
+    runner = Predictor.from_checkpoint(ckpt, CPU, precision="fp32", runtime="eager").runner
+    assert runner.runtime == "eager"
+
+
+def test_cli_precision_and_runtime_flags(cops, tiny_pretrained, tmp_path):
+    data, ckpt = tiny_pretrained
+    images = data / "images" / "val"
+    bad = cops("predict", str(images), "--checkpoint", str(ckpt), "--precision", "fp16")
+    assert bad.returncode != 0
+    assert "--precision 'fp16': expected fp32 or bf16" in bad.stderr
+    out = tmp_path / "eager"
+    done = cops(
+        "predict", str(images), "--checkpoint", str(ckpt), "--out", str(out), "--runtime", "eager"
+    )
+    assert done.returncode == 0, done.stderr
+    frozen = tmp_path / "frozen"
+    assert (
+        cops("predict", str(images), "--checkpoint", str(ckpt), "--out", str(frozen)).returncode
+        == 0
+    )
+    # the frozen channels-last graph predicts the eager network's panoptic maps
+    names = sorted(p.name for p in (out / "panoptic").glob("*.png"))
+    assert names and names == sorted(p.name for p in (frozen / "panoptic").glob("*.png"))
+    for name in names:
+        assert (out / "panoptic" / name).read_bytes() == (frozen / "panoptic" / name).read_bytes()

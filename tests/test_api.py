@@ -82,7 +82,9 @@ def test_predict_arrays_paths_and_folders_agree(setup):
 
 
 @pytest.mark.slow
-def test_predict_out_writes_what_cops_predict_writes(cops, setup, tmp_path):
+def test_predict_out_writes_what_cops_predict_writes(cops, setup, tmp_path, one_torch_thread):
+    # one torch thread on both sides, as the `cops` fixture runs the CLI: a convolution's float
+    # sums depend on the thread count, and the JSON holds the instance scores to the last digit
     data, ckpt = setup
     image = sorted((data / "images" / "val").glob("*.png"))[0]
     api = _load(ckpt).predict([image], out=tmp_path / "api", overlay=True)

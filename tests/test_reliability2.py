@@ -390,7 +390,7 @@ def _with_nan(ckpt: Path, out: Path) -> tuple[Path, str]:
 
     loaded = Checkpoint.load(ckpt)
     key = next(k for k, v in loaded.weights.items() if v.is_floating_point())
-    loaded.weights[key] = loaded.weights[key].clone()
+    loaded.weights[key] = loaded.weights[key].contiguous().clone()  # trained channels-last
     loaded.weights[key].view(-1)[0] = float("nan")
     loaded.save(out)
     return out, key

@@ -52,20 +52,21 @@ def _refuse_folder(path: Path) -> None:
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
 
 
-def not_a_file(path: str | Path) -> str:
-    """Why `path`, which is not a regular file, cannot be read as one: a folder, a broken or
-    looping symbolic link, or nothing there."""
+def not_a_file(path: str | Path, what: str = "file") -> str:
+    """Why `path`, which is not a regular file, cannot be read as a `what` (e.g. "image file"):
+    a folder, a broken or looping symbolic link, or nothing there."""
     path = Path(path)
     if path.is_dir():
-        return "a folder, not a file"
+        article = "an" if what[:1] in "aeiou" else "a"
+        return f"a folder, not {article} {what}"
     if path.is_symlink():
         try:
             os.stat(path)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return "a symbolic link loop (its links lead back to themselves)"
-        return f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
-    return "file not found"
+                return "symbolic link loop (its links lead back to themselves)"
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return f"{what} not found"
 
 
 def check_writable(path: str | Path) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import cv2
 import numpy as np
 
 from cops.errors import DatasetError
-from cops.files import atomic_write_bytes
+from cops.files import atomic_write_bytes, not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +50,11 @@ def write_panoptic_png(path: Path, ids: np.ndarray) -> None:
     write_image(Path(path), id2rgb(ids))
 
 
-def _not_a_file(path: Path) -> str:
-    """Why `path`, which is not a regular file, cannot be read as an image."""
-    if path.is_dir():
-        return "a folder, not an image file"
-    if not path.is_symlink():
-        return "image file not found"
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symbolic link loop (following its links leads back to them); fix the link"
-    return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
-
-
 def _decode(path: Path, flags: int) -> np.ndarray:
     """Decode an image file with OpenCV `flags`; every failure is a DatasetError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: {_not_a_file(path)}")
+        raise DatasetError(f"{path}: {not_a_file(path, 'image file')}")
     data = np.fromfile(path, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, flags) if data.size else None
